@@ -1,0 +1,39 @@
+# sketchgen developer commands. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test lint bench demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install when the project's dependencies change.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest sketch_store ingest learner sketchgen tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/feature_throughput.py
+	$(BIN)/python bench/reproduce_paper.py
+
+demo: $(STAMP)
+	@echo "make demo arrives with the learner service (issue 4); meanwhile see the offline path in README.md"
+	@exit 1
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Kafka → sketch ingestion workers (see issue 3)."""

@@ -1,0 +1,1 @@
+"""Sketch → generator: the generator, the sketch-matching loss, training, checkpoints, evaluation."""

@@ -1,0 +1,60 @@
+"""Designing a sketch spec from a pilot sample of the data.
+
+The pilot fixes the per-dimension standardisation ``s(x) = (x − mean)/std``
+and, unless σ is given, estimates σ on the standardised pilot with
+:func:`sketch_store.scale.estimate_scale` (BRIEF §2). The spec records which
+scale method was used.
+
+Example
+-------
+>>> import numpy as np
+>>> x = np.random.default_rng(0).normal(loc=5.0, scale=2.0, size=(1000, 3))
+>>> spec = spec_from_pilot(x, m=64, seed=0)
+>>> spec.d, spec.scale_method, bool(np.allclose(spec.mean, 5.0, atol=0.5))
+(3, 'sketch', True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sketch_store.features import validate_rows
+from sketch_store.scale import estimate_scale, pilot_sample
+from sketch_store.spec import SketchSpec
+
+#: Defaults of ``sketchgen sketch`` / ``sketchgen create`` (see docs/results.md for the experiment behind them).
+DEFAULT_M = 1000
+DEFAULT_LAW = "adapted-radius"
+PILOT_ROWS = 5000
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of ``x``; a constant column gets std 1."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[~(std > 0)] = 1.0
+    return mean, std
+
+
+def spec_from_pilot(
+    x: np.ndarray,
+    m: int = DEFAULT_M,
+    law: str = DEFAULT_LAW,
+    sigma: float | None = None,
+    seed: int | None = 0,
+    estimator: str = "sketch",
+    standardize: bool = True,
+    name: str = "",
+) -> SketchSpec:
+    """A spec whose standardisation and σ come from the pilot rows ``x`` (see module docstring)."""
+    rows = validate_rows(x, np.asarray(x).shape[-1])
+    d = rows.shape[1]
+    mean, std = standardization(rows) if standardize else (np.zeros(d), np.ones(d))
+    if sigma is None:
+        pilot = (pilot_sample(rows, PILOT_ROWS, seed) - mean) / std
+        sigma, method = estimate_scale(pilot, estimator, seed=seed), estimator
+    else:
+        method = "given"
+    return SketchSpec.create(
+        d=d, m=m, law=law, sigma=sigma, mean=mean, std=std, seed=seed, scale_method=method, name=name
+    )

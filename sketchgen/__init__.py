@@ -1,0 +1,1 @@
+"""The sketchgen command line and the embedded local stack."""

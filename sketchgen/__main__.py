@@ -1,0 +1,5 @@
+import sys
+
+from sketchgen.cli import main
+
+sys.exit(main())
