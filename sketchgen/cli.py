@@ -12,6 +12,8 @@ import sys
 
 from sketch_store.errors import SketchgenError
 from sketchgen.offline import add_offline_commands
+from sketchgen.produce import add_produce_command
+from sketchgen.streaming import add_streaming_commands
 
 log = logging.getLogger("sketchgen")
 
@@ -26,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_offline_commands(sub)
+    add_streaming_commands(sub)
+    add_produce_command(sub)
     return parser
 
 

@@ -1,0 +1,146 @@
+"""Decoding and validating Kafka record values into rows of floats (BRIEF §6).
+
+Accepted values:
+
+* JSON ``[x1, …, xd]`` (one row), ``[[…], […]]`` (several rows) or ``{"x": …}`` with either;
+* little-endian float32 rows when the record header ``content-type`` is
+  ``application/x-float32`` (the value's length must be a multiple of ``4d``).
+
+Anything else raises :class:`RecordError` with a short machine-readable ``reason`` (the label of
+``sketchgen_ingest_rejected_total`` and the dead-letter header) and a human ``detail``:
+``too_large``, ``empty``, ``invalid_json``, ``bad_structure``, ``wrong_dimension``,
+``non_finite``, ``bad_binary``, ``unsupported_content_type``.
+
+:func:`decode_json_vectors` is the fast path for the common case of many one-row JSON
+records: one ``json.loads`` over all of them, used only when every value is exactly one
+flat numeric array (checked byte-wise); otherwise the caller decodes record by record.
+
+Example
+-------
+>>> decode_value(b"[1, 2.5]", {}, d=2).tolist()
+[[1.0, 2.5]]
+>>> try:
+...     decode_value(b"[1, NaN]", {}, d=2)
+... except RecordError as exc:
+...     exc.reason
+'non_finite'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+F32_CONTENT_TYPE = "application/x-float32"
+JSON_CONTENT_TYPES = ("", "application/json", "text/json")
+#: Default cap on one record value (bytes); a larger value is rejected unread.
+MAX_VALUE_BYTES = 4 * 1024 * 1024
+REASONS = (
+    "too_large", "empty", "invalid_json", "bad_structure", "wrong_dimension", "non_finite", "bad_binary",
+    "unsupported_content_type",
+)
+# Bytes that may appear in a flat JSON array of plain numbers.
+_NUMERIC_JSON = b"0123456789.eE+-, \t\r\n"
+
+
+class RecordError(ValueError):
+    """A record that must not enter the sketch: ``reason`` (a label) and ``detail`` (for people)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def header_value(headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None, name: str) -> str:
+    """The value of header ``name`` (case-insensitive) as text, or ``""``."""
+    if not headers:
+        return ""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for key, value in items:
+        if key.lower() == name:
+            return value.decode("utf-8", "replace").strip().lower() if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def _check_rows(rows: np.ndarray, d: int) -> np.ndarray:
+    if rows.shape[1] != d:
+        raise RecordError("wrong_dimension", f"rows have dimension {rows.shape[1]}, the stream expects {d}")
+    if not np.all(np.isfinite(rows)):
+        raise RecordError("non_finite", "the record contains NaN or Inf")
+    return rows
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def rows_from_json(obj: object, d: int) -> np.ndarray:
+    """Rows from a parsed JSON value: a flat list of numbers, a list of such lists, or ``{"x": …}``."""
+    if isinstance(obj, dict):
+        if set(obj) != {"x"}:
+            raise RecordError("bad_structure", "a JSON object record must have exactly one key, 'x'")
+        obj = obj["x"]
+    if not isinstance(obj, list) or not obj:
+        raise RecordError("bad_structure", "expected a non-empty JSON array of numbers or of arrays of numbers")
+    if all(_is_number(v) for v in obj):
+        rows = np.asarray(obj, dtype=np.float64)[None, :]
+    elif all(isinstance(r, list) and r and all(_is_number(v) for v in r) for r in obj):
+        if len({len(r) for r in obj}) != 1:
+            raise RecordError("wrong_dimension", "rows of the record have different lengths")
+        rows = np.asarray(obj, dtype=np.float64)
+    else:
+        raise RecordError("bad_structure", "expected numbers or arrays of numbers (no strings, booleans or nulls)")
+    return _check_rows(rows, d)
+
+
+def decode_value(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+    d: int,
+    max_bytes: int = MAX_VALUE_BYTES,
+) -> np.ndarray:
+    """Decode one record value into a finite (k, d) float64 array, or raise :class:`RecordError`."""
+    if value is None or len(value) == 0:
+        raise RecordError("empty", "the record has no value")
+    if len(value) > max_bytes:
+        raise RecordError("too_large", f"value of {len(value)} bytes exceeds the limit of {max_bytes}")
+    ctype = header_value(headers, "content-type").split(";")[0].strip()
+    if ctype == F32_CONTENT_TYPE:
+        if len(value) % (4 * d):
+            raise RecordError("bad_binary", f"{len(value)} bytes is not a whole number of float32 rows of size {d}")
+        rows = np.frombuffer(value, dtype="<f4").reshape(-1, d).astype(np.float64)
+        return _check_rows(rows, d)
+    if ctype not in JSON_CONTENT_TYPES:
+        raise RecordError("unsupported_content_type", f"content-type {ctype!r} is neither JSON nor {F32_CONTENT_TYPE}")
+    try:
+        obj = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError("invalid_json", str(exc)[:200]) from None
+    return rows_from_json(obj, d)
+
+
+def is_plain_json_vector(value: bytes | None) -> bool:
+    """True when ``value`` is byte-wise one flat JSON array of plain numbers (no NaN, strings, nesting)."""
+    if not value or value[0] != 0x5B or value[-1] != 0x5D:  # '[' ... ']'
+        return False
+    inner = value[1:-1]
+    return b"[" not in inner and b"]" not in inner and not inner.translate(None, _NUMERIC_JSON)
+
+
+def decode_json_vectors(values: Sequence[bytes], d: int) -> np.ndarray | None:
+    """Fast path: an (n, d) array when each of the ``n`` values is one valid JSON row; else None.
+
+    None means "decode these one by one" (some value is not a plain row, or is invalid).
+    """
+    if not values or not all(is_plain_json_vector(v) for v in values):
+        return None
+    try:
+        rows = np.asarray(json.loads(b"[" + b",".join(values) + b"]"), dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if rows.ndim != 2 or rows.shape != (len(values), d) or not np.all(np.isfinite(rows)):
+        return None
+    return rows

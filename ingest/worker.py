@@ -1,0 +1,386 @@
+"""The ingest worker: Kafka → sketch in Redis, exactly once (BRIEF §4, §6).
+
+The consume loop (:meth:`IngestWorker.run`) separates three concerns:
+
+* **consuming** — a kafka-python consumer with manually assigned partitions; which worker
+  owns which partition is decided by :mod:`ingest.membership` (live members in Redis,
+  round-robin). When a worker takes a partition it *claims* it in Redis (its epoch bumped,
+  fencing any previous owner) and seeks to the offset stored there; Kafka's own committed
+  offsets (under the group id) are written after each flush for lag monitoring and
+  autoscaling only, never read back;
+* **state** — one :class:`~ingest.partition_buffer.PartitionBuffer` per partition holds the
+  feature sums of records consumed since the last flush; bad records go to the dead-letter
+  topic with the reason in a header and only advance the offset;
+* **checkpointing** — every ``flush_ms`` (or ``flush_records`` rows) each dirty buffer is
+  applied to Redis by one atomic script together with its new next offset and time buckets.
+  Dead-letter records are flushed to Kafka first, so an offset never moves past a bad record
+  that has not reached the dead-letter topic.
+
+A crash loses only unflushed buffers, and their records are read again from the offsets
+in Redis by whoever owns the partition next; a worker that lost its partition is refused by
+the epoch check. Hence every valid record is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import numpy as np
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ingest.decode import MAX_VALUE_BYTES, RecordError, decode_json_vectors, decode_value, header_value
+from ingest.kafka_connect import check_kafka
+from ingest.membership import Membership, assign
+from ingest.metrics import IngestMetrics
+from ingest.partition_buffer import PartitionBuffer
+from sketch_store.errors import SketchgenError, SpecMismatchError
+from sketch_store.features import FeatureMap
+from sketch_store.redis_store import Claim, FencedError, SketchStore, StreamNotFoundError
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "sketchgen-reject-reason"
+DETAIL_HEADER = "sketchgen-reject-detail"
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Settings of one ingest worker (see ``sketchgen ingest --help``)."""
+
+    stream: str
+    topic: str
+    kafka: str = "localhost:9092"
+    group: str | None = None
+    dlq_topic: str | None = None
+    flush_ms: int = 500
+    flush_records: int = 100_000
+    metrics_port: int = 0
+    max_value_bytes: int = MAX_VALUE_BYTES
+    poll_records: int = 10_000
+    lag_interval_s: float = 5.0
+    rebalance_interval_s: float = 1.0
+    member_ttl_s: float = 6.0
+    fenced_cooldown_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.flush_ms <= 0 or self.flush_records <= 0:
+            raise SketchgenError("--flush-ms and --flush-records must be positive")
+        if not self.topic:
+            raise SketchgenError("a topic is required")
+
+    @property
+    def group_id(self) -> str:
+        return self.group or f"sketchgen-{self.stream}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+class IngestWorker:
+    """One worker of a consumer group folding a topic into a stream's sketch (see module docstring)."""
+
+    def __init__(self, config: IngestConfig, store: SketchStore, metrics: IngestMetrics | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.spec = store.get_spec(config.stream)
+        self.fmap = FeatureMap(self.spec)
+        self.buckets = store.bucket_config(config.stream)
+        self.metrics = metrics or IngestMetrics(config.stream)
+        self.claims: dict[TopicPartition, Claim] = {}
+        self.buffers: dict[TopicPartition, PartitionBuffer] = {}
+        self.stop_event = threading.Event()
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self._pending_rows = 0
+        self._last_flush = time.monotonic()
+        self._last_lag = 0.0
+        self._last_rebalance = 0.0
+        self._cooldown: dict[TopicPartition, float] = {}
+        self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.membership = Membership(
+            store.client, config.stream, config.group_id, self.member_id, ttl=config.member_ttl_s
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _connect(self) -> None:
+        common = {
+            "bootstrap_servers": check_kafka(self.config.kafka),
+            "client_id": f"sketchgen-ingest-{self.config.stream}",
+        }
+        try:
+            self.consumer = KafkaConsumer(
+                **common,
+                group_id=self.config.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=100,
+                max_poll_records=self.config.poll_records,
+                max_partition_fetch_bytes=max(1 << 20, self.config.max_value_bytes * 4),
+                fetch_max_bytes=max(50 << 20, self.config.max_value_bytes * 4),
+                # a group (re)join waits about half the session timeout: keep it short
+                session_timeout_ms=6_000,
+                heartbeat_interval_ms=1_000,
+                # also the rebalance timeout: how long a rebalance waits for a member that died
+                max_poll_interval_ms=20_000,
+            )
+            self.producer = KafkaProducer(**common, acks="all", linger_ms=5)
+        except KafkaError as exc:
+            raise SketchgenError(f"cannot connect to Kafka at {self.config.kafka}: {exc}") from None
+        log.info(
+            "ingest worker %s for stream %s: topic %s, group %s, dead letters to %s, %s",
+            self.member_id, self.config.stream, self.config.topic, self.config.group_id,
+            self.config.dead_letter_topic, self.spec.describe(),
+        )
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the loop; the worker then flushes and leaves the group."""
+        def handler(signum: int, _frame: object) -> None:
+            log.info("received %s: flushing and leaving the group", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        """Consume until :attr:`stop_event` is set, then flush and close cleanly."""
+        self.metrics.serve(self.config.metrics_port)
+        self._connect()
+        assert self.consumer is not None
+        try:
+            while not self.stop_event.is_set():
+                self._rebalance()
+                if not self.buffers:
+                    self.stop_event.wait(0.2)
+                    continue
+                batch = self.consumer.poll(timeout_ms=100, max_records=self.config.poll_records)
+                for tp, records in batch.items():
+                    self._process(tp, records)
+                if self._flush_due():
+                    self.flush()
+                self._update_lag()
+            self.flush()
+        finally:
+            self._leave()
+            self._close()
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False)
+            except KafkaError as exc:
+                log.warning("closing the consumer failed: %s", exc)
+        if self.producer is not None:
+            self.producer.close(timeout=10)
+        log.info("ingest worker stopped")
+
+    # -- partition ownership -------------------------------------------------
+
+    def _rebalance(self) -> None:
+        """Heartbeat; take the partitions this worker should own and hand over the others."""
+        now = time.monotonic()
+        if now - self._last_rebalance < self.config.rebalance_interval_s:
+            return
+        self._last_rebalance = now
+        assert self.consumer is not None
+        try:
+            members = self.membership.heartbeat()
+        except redis.RedisError as exc:
+            log.warning("membership heartbeat failed (%s); keeping current partitions", exc)
+            return
+        partitions = self.consumer.partitions_for_topic(self.config.topic)
+        if not partitions:
+            log.info("topic %s has no partitions yet; waiting", self.config.topic)
+            return
+        topic_partitions = [TopicPartition(self.config.topic, p) for p in sorted(partitions)]
+        wanted = set(assign(topic_partitions, members, self.member_id))
+        current = set(self.buffers)
+        released = current - wanted
+        if released:
+            self._release(released)
+        acquired = {tp for tp in wanted - current if self._cooldown.get(tp, 0.0) <= now}
+        if released or acquired:
+            self.consumer.assign(sorted((current - released) | acquired))
+            if acquired:
+                self._acquire(acquired)
+
+    def _acquire(self, tps: set[TopicPartition]) -> None:
+        """Claim partitions in Redis (fencing their previous owner) and seek to the stored offsets."""
+        assert self.consumer is not None
+        for tp in sorted(tps):
+            claim = self.store.claim(self.config.stream, tp.topic, tp.partition)
+            self.claims[tp] = claim
+            if claim.next_offset is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, claim.next_offset)
+            self.buffers[tp] = PartitionBuffer(claim.next_offset, self.spec.m, self.buckets)
+            log.info(
+                "took %s:%d at %s (epoch %d)", tp.topic, tp.partition,
+                "the beginning" if claim.next_offset is None else f"offset {claim.next_offset}", claim.epoch,
+            )
+
+    def _release(self, tps: set[TopicPartition]) -> None:
+        """Flush and hand over partitions this worker no longer owns."""
+        self.flush(only=set(tps))
+        for tp in tps:
+            self._drop(tp)
+            log.info("handed over %s:%d", tp.topic, tp.partition)
+
+    def _drop(self, tp: TopicPartition) -> None:
+        self.claims.pop(tp, None)
+        self.buffers.pop(tp, None)
+        self.metrics.forget_lag(str(tp.partition))
+
+    def _leave(self) -> None:
+        try:
+            self.membership.leave()
+        except redis.RedisError as exc:
+            log.warning("could not leave the group cleanly: %s", exc)
+
+    # -- consuming ---------------------------------------------------------------
+
+    def _process(self, tp: TopicPartition, records: list) -> None:
+        buf = self.buffers.get(tp)
+        if buf is None or not records:
+            return  # fenced or not ours any more: the owner will read these records
+        buf.start_at(records[0].offset)
+        if records[0].offset < buf.next_offset:
+            records = [r for r in records if r.offset >= buf.next_offset]
+            if not records:
+                return
+        plain = all(not r.headers for r in records)
+        rows = decode_json_vectors([r.value for r in records], self.spec.d) if plain else None
+        if rows is not None:
+            self._add_rows(buf, rows, np.array([r.timestamp for r in records], dtype=np.float64) / 1000.0)
+        else:
+            for r in records:
+                self._process_one(buf, tp, r)
+        buf.advance(records[-1].offset + 1)
+
+    def _process_one(self, buf: PartitionBuffer, tp: TopicPartition, record) -> None:
+        try:
+            rows = decode_value(record.value, record.headers, self.spec.d, self.config.max_value_bytes)
+        except RecordError as exc:
+            self._dead_letter(tp, record, exc)
+            return
+        self._add_rows(buf, rows, np.full(rows.shape[0], record.timestamp / 1000.0))
+
+    def _add_rows(self, buf: PartitionBuffer, rows: np.ndarray, times: np.ndarray) -> None:
+        """Fold rows into the buffer, one feature sum per fine time bucket."""
+        fine = self.buckets.fine_seconds
+        starts = np.floor(times / fine) * fine
+        uniq = np.unique(starts)
+        groups = [(uniq[0], rows)] if uniq.size == 1 else [(s, rows[starts == s]) for s in uniq]
+        for start, group in groups:
+            total, n = self.fmap.feature_sum(group, validate=False)
+            buf.add(total, n, float(start))
+        self._pending_rows += rows.shape[0]
+
+    def _dead_letter(self, tp: TopicPartition, record, exc: RecordError) -> None:
+        assert self.producer is not None
+        headers = [
+            *(record.headers or []),
+            (REASON_HEADER, exc.reason.encode()),
+            (DETAIL_HEADER, exc.detail[:500].encode("utf-8", "replace")),
+            ("sketchgen-source", f"{tp.topic}:{tp.partition}:{record.offset}".encode()),
+        ]
+        value = record.value if record.value is not None and len(record.value) <= self.config.max_value_bytes else b""
+        self.producer.send(self.config.dead_letter_topic, value=value, key=record.key, headers=headers)
+        self.metrics.rejected(exc.reason)
+        log.warning("rejected %s:%d@%d (%s): %s", tp.topic, tp.partition, record.offset, exc.reason, exc.detail[:200])
+
+    # -- flushing ------------------------------------------------------------------
+
+    def _flush_due(self) -> bool:
+        elapsed_ms = (time.monotonic() - self._last_flush) * 1000.0
+        return self._pending_rows >= self.config.flush_records or (
+            elapsed_ms >= self.config.flush_ms and any(b.dirty for b in self.buffers.values())
+        )
+
+    def flush(self, only: set[TopicPartition] | None = None) -> None:
+        """Apply every dirty buffer to Redis atomically, then commit offsets to Kafka (for lag only)."""
+        dirty = [tp for tp, b in self.buffers.items() if b.dirty and (only is None or tp in only)]
+        self._last_flush = time.monotonic()
+        if not dirty:
+            return
+        if self.producer is not None:
+            self.producer.flush(timeout=30)  # dead letters are durable before offsets move past them
+        start = time.perf_counter()
+        committed: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp in dirty:
+            buf = self.buffers[tp]
+            if self._flush_partition(tp, buf):
+                committed[tp] = OffsetAndMetadata(buf.next_offset, "", -1)
+                self.metrics.records.inc(buf.count)
+                self.metrics.batch_records.observe(buf.count)
+                buf.reset()
+        self.metrics.flush_seconds.observe(time.perf_counter() - start)
+        self._pending_rows = sum(b.count for b in self.buffers.values())
+        if committed and self.consumer is not None:
+            try:
+                self.consumer.commit_async(offsets=committed)
+            except KafkaError as exc:  # only lag monitoring depends on it
+                log.debug("offset commit to Kafka failed: %s", exc)
+
+    def _flush_partition(self, tp: TopicPartition, buf: PartitionBuffer) -> bool:
+        """Write one buffer; retry through Redis outages; drop it if the partition was taken over."""
+        claim = self.claims[tp]
+        delay = 0.1
+        while True:
+            try:
+                status = self.store.flush(
+                    self.config.stream, claim, buf.from_offset, buf.next_offset, buf.total, buf.count,
+                    buf.bucket_deltas(),
+                )
+                self.metrics.flushes.inc()
+                if status == "duplicate":
+                    log.info("flush of %s:%d was already applied (retry after a lost reply)", tp.topic, tp.partition)
+                return True
+            except FencedError as exc:
+                log.warning("%s; dropping %d unflushed rows", exc, buf.count)
+                self.metrics.fenced.inc()
+                self._drop(tp)
+                self._cooldown[tp] = time.monotonic() + self.config.fenced_cooldown_s
+                if self.consumer is not None:
+                    self.consumer.assign(sorted(self.buffers))
+                return False
+            except (StreamNotFoundError, SpecMismatchError):
+                raise
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if self.stop_event.is_set() and delay > 5:
+                    raise SketchgenError(f"cannot flush to Redis while stopping: {exc}") from None
+                log.warning("Redis unavailable (%s); retrying flush in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < self.config.lag_interval_s or self.consumer is None:
+            return
+        self._last_lag = now
+        try:
+            for tp in list(self.buffers):
+                # highwater (log end seen by the last fetch): ListOffsets on Tansu reports a batch start instead
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    self.metrics.set_lag(str(tp.partition), max(0, high - self.consumer.position(tp)))
+            self.metrics.sketch_records.set(self.store.total_count(self.config.stream))
+        except (KafkaError, redis.RedisError) as exc:
+            log.debug("lag update failed: %s", exc)
+
+
+def content_type(record) -> str:
+    """The record's content type (helper for tools)."""
+    return header_value(record.headers, "content-type")

@@ -1,0 +1,428 @@
+"""Streams in Redis: spec, per-partition sums with offsets and epochs, time buckets (BRIEF §4).
+
+:class:`SketchStore` is the one place that talks to Redis about sketches:
+
+* :meth:`~SketchStore.create_stream` stores a spec (refusing to overwrite without ``replace``);
+* :meth:`~SketchStore.claim` fences a partition: it bumps the partition's epoch and returns
+  it with the stored next offset, where the new owner must resume;
+* :meth:`~SketchStore.flush` adds a partition's delta (sum, count, new next offset) and its
+  time-bucket deltas in one atomic Lua step, refused when the epoch is stale (the writer
+  lost the partition) and recognised as a duplicate when it was already applied (a retry
+  after a lost reply), so every record is counted exactly once;
+* reads: all-time (:meth:`~SketchStore.read_total`), the last W seconds
+  (:meth:`~SketchStore.read_window`), exponentially decayed with half-life H
+  (:meth:`~SketchStore.read_decayed`), and :meth:`~SketchStore.status`.
+
+Buckets come at two levels, ``fine`` (default 10 s kept 1 h) and ``coarse`` (default 5 min
+kept 7 days); each holds the sum over all partitions of the records whose timestamp falls
+in it, and expires by itself.
+
+The client retries on connection errors with exponential backoff, so a worker rides out a
+Redis restart (see :func:`connect`).
+
+Example (needs a server)::
+
+    store = SketchStore(connect("redis://localhost:6379/0"))
+    store.create_stream(SketchSpec.create(d=2, m=100, seed=0).with_name("demo"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+
+import numpy as np
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from sketch_store.errors import SketchgenError, SpecMismatchError
+from sketch_store.redis_keys import StreamKeys
+from sketch_store.redis_scripts import CLAIM, CREATE, FLUSH, READ_BUCKETS, READ_PARTS
+from sketch_store.sketch import Sketch
+from sketch_store.spec import SketchSpec
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("fine", "coarse")
+
+
+class StreamNotFoundError(SketchgenError):
+    """The named stream does not exist in Redis."""
+
+
+class StreamExistsError(SketchgenError):
+    """Creating a stream that already exists, without ``replace``."""
+
+
+class FencedError(SketchgenError):
+    """A write was refused because another worker now owns the partition."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketConfig:
+    """Time-bucket resolutions and retention, in seconds (coarse resolution a multiple of fine)."""
+
+    fine_seconds: int = 10
+    fine_keep: int = 3600
+    coarse_seconds: int = 300
+    coarse_keep: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if min(self.fine_seconds, self.fine_keep, self.coarse_seconds, self.coarse_keep) <= 0:
+            raise SketchgenError("bucket resolutions and retention must be positive")
+        if self.coarse_seconds % self.fine_seconds:
+            raise SketchgenError("the coarse bucket resolution must be a multiple of the fine one")
+
+    def resolution(self, level: str) -> int:
+        return self.fine_seconds if level == "fine" else self.coarse_seconds
+
+    def keep(self, level: str) -> int:
+        return self.fine_keep if level == "fine" else self.coarse_keep
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """Ownership of one partition: the epoch to write with and where to resume (None: nothing stored)."""
+
+    topic: str
+    partition: int
+    epoch: int
+    next_offset: int | None
+
+
+@dataclasses.dataclass
+class BucketDelta:
+    """Feature sum and count of the records of one flush falling into one time bucket."""
+
+    level: str
+    start: int
+    total: np.ndarray
+    count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionState:
+    """What Redis holds for one partition."""
+
+    topic: str
+    partition: int
+    count: int
+    next_offset: int | None
+    epoch: int
+    updated: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamState:
+    """All-time sketch of a stream and its per-partition states."""
+
+    spec: SketchSpec
+    sketch: Sketch
+    partitions: list[PartitionState]
+    updated: float | None
+
+
+def connect(url: str, retries: int = 30, socket_timeout: float = 10.0) -> redis.Redis:
+    """A Redis client that retries connection errors with exponential backoff (≈ 30 s in all).
+
+    ``url`` is ``redis://[user:pass@]host:port/db`` (or ``rediss://`` for TLS).
+    """
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=5.0,
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            health_check_interval=30,
+        )
+    except ValueError as exc:
+        raise SketchgenError(f"invalid Redis URL {url!r}: {exc}") from None
+
+
+def check_reachable(url: str) -> None:
+    """Fail fast with one clear message when Redis at ``url`` does not answer (no retries)."""
+    try:
+        quick = redis.Redis.from_url(url, socket_connect_timeout=3.0, socket_timeout=3.0, retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise SketchgenError(f"invalid Redis URL {url!r}: {exc}") from None
+    try:
+        quick.ping()
+    except redis.AuthenticationError as exc:
+        raise SketchgenError(f"Redis at {url} refused the credentials: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise SketchgenError(f"cannot reach Redis at {url}: {exc}") from None
+    finally:
+        quick.close()
+
+
+def _to_bytes(vec: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vec, dtype="<f8").tobytes()
+
+
+def _from_bytes(raw: bytes, m: int, where: str) -> np.ndarray:
+    if len(raw) != 16 * m:
+        raise SketchgenError(f"corrupt sum in {where}: {len(raw)} bytes, expected {16 * m}")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class SketchStore:
+    """Sketches of named streams in one Redis database (see module docstring)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._create = client.register_script(CREATE)
+        self._claim = client.register_script(CLAIM)
+        self._flush = client.register_script(FLUSH)
+        self._read_parts = client.register_script(READ_PARTS)
+        self._read_buckets = client.register_script(READ_BUCKETS)
+        self._specs: dict[str, SketchSpec] = {}
+        self._bucket_cfgs: dict[str, BucketConfig] = {}
+
+    # -- streams -----------------------------------------------------------
+
+    def create_stream(self, spec: SketchSpec, buckets: BucketConfig | None = None, replace: bool = False) -> None:
+        """Store ``spec`` under ``spec.name``; with ``replace``, first delete the old stream and its data."""
+        keys = StreamKeys(spec.name)
+        cfg = buckets or BucketConfig()
+        mapping = {
+            "spec": spec.to_bytes(),
+            "fingerprint": spec.fingerprint,
+            "created": repr(time.time()),
+            "buckets": json.dumps(dataclasses.asdict(cfg)),
+        }
+        if replace:
+            self.delete_stream(spec.name)
+        args = [item for pair in mapping.items() for item in pair]
+        if not self._create(keys=[keys.meta], args=args):
+            raise StreamExistsError(f"stream {spec.name!r} already exists (use --replace to recreate it)")
+        self._specs[spec.name] = spec
+        self._bucket_cfgs[spec.name] = cfg
+        log.info("created stream %s: %s", spec.name, spec.describe())
+
+    def delete_stream(self, name: str) -> int:
+        """Delete every key of stream ``name``; returns the number of keys removed."""
+        keys = StreamKeys(name)
+        doomed = list(self.client.scan_iter(match=keys.pattern, count=1000))
+        if doomed:
+            self.client.delete(*doomed)
+        self._specs.pop(name, None)
+        self._bucket_cfgs.pop(name, None)
+        return len(doomed)
+
+    def exists(self, name: str) -> bool:
+        return bool(self.client.exists(StreamKeys(name).meta))
+
+    def get_spec(self, name: str, refresh: bool = False) -> SketchSpec:
+        """The spec of stream ``name`` (cached; ``refresh`` re-reads it)."""
+        if not refresh and name in self._specs:
+            return self._specs[name]
+        raw = self.client.hget(StreamKeys(name).meta, "spec")
+        if raw is None:
+            raise StreamNotFoundError(f"no stream named {name!r} in Redis (create it with `sketchgen create`)")
+        spec = SketchSpec.from_bytes(raw).with_name(name)
+        self._specs[name] = spec
+        return spec
+
+    def bucket_config(self, name: str) -> BucketConfig:
+        raw = self.client.hget(StreamKeys(name).meta, "buckets")
+        return BucketConfig(**json.loads(raw)) if raw else BucketConfig()
+
+    # -- writes (ingest) ---------------------------------------------------
+
+    def claim(self, name: str, topic: str, partition: int) -> Claim:
+        """Take ownership of a partition: bump its epoch; return the epoch and the stored next offset."""
+        spec = self.get_spec(name)
+        keys = StreamKeys(name)
+        reply = self._claim(keys=[keys.meta, keys.partition(topic, partition)], args=[spec.fingerprint])
+        self._check_stream_reply(name, reply)
+        nxt = _text(reply[1])
+        return Claim(topic, int(partition), int(reply[0]), int(nxt) if nxt else None)
+
+    def flush(
+        self,
+        name: str,
+        claim: Claim,
+        from_offset: int,
+        next_offset: int,
+        total: np.ndarray,
+        count: int,
+        buckets: list[BucketDelta] = (),  # type: ignore[assignment]
+        now: float | None = None,
+    ) -> str:
+        """Atomically add one partition's delta covering offsets [from_offset, next_offset).
+
+        Returns ``"ok"`` or ``"duplicate"`` (already applied: a retry after a lost reply).
+        Raises :class:`FencedError` when the partition now belongs to someone else, and
+        :class:`SpecMismatchError` when the stream was recreated with another spec.
+        """
+        spec = self.get_spec(name)
+        if total.shape != (2 * spec.m,):
+            raise SpecMismatchError(f"delta has shape {total.shape}, stream {name!r} expects ({2 * spec.m},)")
+        keys = StreamKeys(name)
+        now = time.time() if now is None else now
+        member = f"{claim.topic}:{claim.partition}"
+        key_list = [keys.meta, keys.parts, keys.partition(claim.topic, claim.partition)]
+        args: list[object] = [
+            spec.fingerprint, member, claim.epoch, from_offset, next_offset, repr(now), _to_bytes(total), int(count)
+        ]
+        cfg = self.bucket_config_cached(name)
+        for b in buckets:
+            res, keep = cfg.resolution(b.level), cfg.keep(b.level)
+            expire_at = b.start + res + keep
+            if expire_at <= now:
+                continue  # too old for any window: counted in the all-time sum only
+            key_list += [keys.bucket(b.level, b.start), keys.bucket_index(b.level)]
+            args += [b.start, math.ceil(expire_at), int(now - keep - res), _to_bytes(b.total), int(b.count)]
+        reply = self._flush(keys=key_list, args=args)
+        status = _text(reply[0])
+        if status in ("ok", "duplicate"):
+            return status
+        if status == "fenced":
+            raise FencedError(
+                f"partition {member} of stream {name!r} was claimed by another worker "
+                f"(epoch {_text(reply[1])}, ours {claim.epoch})"
+            )
+        if status == "offset":
+            raise FencedError(
+                f"partition {member} of stream {name!r} is at offset {_text(reply[1])}, not {from_offset}"
+            )
+        self._check_stream_reply(name, reply)
+        raise SketchgenError(f"unexpected reply from flush script: {reply!r}")
+
+    def bucket_config_cached(self, name: str) -> BucketConfig:
+        if name not in self._bucket_cfgs:
+            self._bucket_cfgs[name] = self.bucket_config(name)
+        return self._bucket_cfgs[name]
+
+    def _check_stream_reply(self, name: str, reply: list[object]) -> None:
+        status = _text(reply[0]) if reply else None
+        if status == "missing":
+            self._specs.pop(name, None)
+            raise StreamNotFoundError(f"stream {name!r} no longer exists in Redis")
+        if status == "spec":
+            self._specs.pop(name, None)
+            raise SpecMismatchError(f"stream {name!r} was recreated with another spec ({_text(reply[1])})")
+
+    # -- reads ---------------------------------------------------------------
+
+    def state(self, name: str) -> StreamState:
+        """All-time sketch and per-partition states, read atomically."""
+        spec = self.get_spec(name)
+        keys = StreamKeys(name)
+        reply = self._read_parts(keys=[keys.meta, keys.parts])
+        fp = _text(reply[0])
+        if fp is None:
+            raise StreamNotFoundError(f"no stream named {name!r} in Redis")
+        if fp != spec.fingerprint:
+            spec = self.get_spec(name, refresh=True)
+        total = np.zeros(2 * spec.m)
+        count = 0
+        parts = []
+        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated in reply[2:]:
+            topic, _, p = _text(member).rpartition(":")
+            c = int(raw_count or 0)
+            if raw_sum:
+                total += _from_bytes(raw_sum, spec.m, f"partition {_text(member)}")
+            count += c
+            parts.append(PartitionState(
+                topic=topic, partition=int(p), count=c,
+                next_offset=int(raw_next) if raw_next else None,
+                epoch=int(raw_epoch or 0), updated=float(raw_updated) if raw_updated else None,
+            ))
+        parts.sort(key=lambda s: (s.topic, s.partition))
+        updated = float(reply[1]) if reply[1] else None
+        return StreamState(spec, Sketch(total, count, spec.fingerprint), parts, updated)
+
+    def total_count(self, name: str) -> int:
+        """Records in the all-time sketch (counts only; cheap enough for a metric)."""
+        keys = StreamKeys(name)
+        members = self.client.smembers(keys.parts)
+        if not members:
+            return 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for member in members:
+                topic, _, p = _text(member).rpartition(":")
+                pipe.hget(keys.partition(topic, int(p)), "count")
+            return sum(int(c or 0) for c in pipe.execute())
+
+    def read_total(self, name: str) -> Sketch:
+        """The all-time sketch of the stream."""
+        return self.state(name).sketch
+
+    def _buckets(self, name: str, level: str, since: float) -> list[tuple[int, np.ndarray, int]]:
+        spec = self.get_spec(name)
+        keys = StreamKeys(name)
+        prefix = keys.bucket(level, 0)[:-1]
+        reply = self._read_buckets(keys=[keys.meta, keys.bucket_index(level)], args=[math.floor(since), prefix])
+        if _text(reply[0]) is None:
+            raise StreamNotFoundError(f"no stream named {name!r} in Redis")
+        return [
+            (int(start), _from_bytes(raw, spec.m, f"bucket {level}:{int(start)}"), int(c or 0))
+            for start, raw, c in reply[1:]
+        ]
+
+    def _level_for(self, name: str, horizon: float) -> str:
+        return "fine" if horizon <= self.bucket_config_cached(name).fine_keep else "coarse"
+
+    def read_window(self, name: str, seconds: float, now: float | None = None) -> Sketch:
+        """Sketch of the records whose timestamp lies in the last ``seconds`` (bucket-aligned)."""
+        if not seconds > 0:
+            raise SketchgenError(f"window must be > 0 seconds, got {seconds}")
+        now = time.time() if now is None else now
+        level = self._level_for(name, seconds)
+        res = self.bucket_config_cached(name).resolution(level)
+        spec = self.get_spec(name)
+        total = np.zeros(2 * spec.m)
+        count = 0
+        for _start, vec, c in self._buckets(name, level, now - seconds - res + 1):
+            total += vec
+            count += c
+        return Sketch(total, count, spec.fingerprint)
+
+    def read_decayed(self, name: str, halflife: float, now: float | None = None) -> Sketch:
+        """Exponentially decayed sketch: bucket b weighs ``2^(−age_b / H)``, age at the bucket's middle.
+
+        The count is the decayed count ``Σ_b w_b n_b`` (not an integer), so ``mean()`` is the
+        decayed mean of the features. Fine buckets serve half-lives up to an eighth of their
+        retention, coarse buckets longer ones.
+        """
+        if not halflife > 0:
+            raise SketchgenError(f"half-life must be > 0 seconds, got {halflife}")
+        now = time.time() if now is None else now
+        level = self._level_for(name, 8 * halflife)
+        cfg = self.bucket_config_cached(name)
+        res = cfg.resolution(level)
+        spec = self.get_spec(name)
+        total = np.zeros(2 * spec.m)
+        count = 0.0
+        for start, vec, c in self._buckets(name, level, now - cfg.keep(level) - res):
+            w = 2.0 ** (-max(now - (start + res / 2.0), 0.0) / halflife)
+            total += w * vec
+            count += w * c
+        return Sketch(total, count, spec.fingerprint)
+
+    def memory_bytes(self, name: str) -> int:
+        """Redis memory used by all keys of the stream (``MEMORY USAGE``, summed)."""
+        keys = StreamKeys(name)
+        total = 0
+        for key in self.client.scan_iter(match=keys.pattern, count=1000):
+            total += int(self.client.memory_usage(key, samples=0) or 0)
+        return total
+
+    def bucket_span(self, name: str, level: str) -> tuple[int, int, int] | None:
+        """(first start, last start, number of buckets) of a level, or None when empty."""
+        idx = StreamKeys(name).bucket_index(level)
+        first = self.client.zrange(idx, 0, 0, withscores=True)
+        last = self.client.zrange(idx, -1, -1, withscores=True)
+        if not first:
+            return None
+        return int(first[0][1]), int(last[0][1]), int(self.client.zcard(idx))

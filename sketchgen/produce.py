@@ -1,0 +1,124 @@
+"""``sketchgen produce``: feed a Kafka topic with a dataset or a file, at a given rate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from tqdm import tqdm
+
+from ingest.decode import F32_CONTENT_TYPE
+from ingest.kafka_connect import check_kafka
+from sketch_store.errors import DataError, SketchgenError
+from sketchgen.datafiles import load_data
+from sketchgen.datasets import DATASETS, make_dataset
+from sketchgen.settings import Connections, add_connection_args
+
+log = logging.getLogger("sketchgen")
+CHUNK_ROWS = 10_000
+
+
+def add_produce_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("produce", help="feed a Kafka topic with a dataset or a file (creates the topic if missing)")
+    p.add_argument("topic", help="Kafka topic")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=DATASETS, help="one of the paper's synthetic datasets")
+    source.add_argument("--file", help="rows from a .npy or .csv file")
+    p.add_argument("--count", type=int, help="rows to send (default: 100000 for a dataset, the whole file)")
+    p.add_argument("--rate", type=float, help="rows per second (default: as fast as possible)")
+    p.add_argument("--format", choices=("json", "f32"), default="json", help="record encoding (default json)")
+    p.add_argument("--batch-rows", type=int, default=1, help="rows per record (default 1)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created (default 4)")
+    p.add_argument("--seed", type=int, help="seed of the dataset draw (default: random)")
+    add_connection_args(p, redis=False)
+    p.set_defaults(func=cmd_produce)
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create ``topic`` with ``partitions`` partitions unless it exists."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=check_kafka(bootstrap), client_id="sketchgen-admin")
+    except KafkaError as exc:
+        raise SketchgenError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+    try:
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            log.info("created topic %s with %d partitions", topic, partitions)
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def encode_records(
+    rows: np.ndarray, fmt: str, batch_rows: int
+) -> Iterator[tuple[bytes, list[tuple[str, bytes]], int]]:
+    """``(value, headers, rows in it)`` for records carrying up to ``batch_rows`` rows each."""
+    for start in range(0, rows.shape[0], batch_rows):
+        chunk = rows[start : start + batch_rows]
+        if fmt == "f32":
+            value = np.ascontiguousarray(chunk, dtype="<f4").tobytes()
+            yield value, [("content-type", F32_CONTENT_TYPE.encode())], chunk.shape[0]
+        elif batch_rows == 1:
+            yield json.dumps(chunk[0].tolist()).encode(), [], 1
+        else:
+            yield json.dumps(chunk.tolist()).encode(), [], chunk.shape[0]
+
+
+def row_source(args: argparse.Namespace) -> tuple[Iterator[np.ndarray], int]:
+    """Chunks of rows to send, and their total."""
+    if args.file:
+        data = load_data(args.file)
+        total = data.shape[0] if args.count is None else min(args.count, data.shape[0])
+        return (data[i : i + CHUNK_ROWS] for i in range(0, total, CHUNK_ROWS)), total
+    total = 100_000 if args.count is None else args.count
+    rng = np.random.default_rng(args.seed)
+
+    def gen() -> Iterator[np.ndarray]:
+        left = total
+        while left > 0:
+            k = min(CHUNK_ROWS, left)
+            yield make_dataset(args.dataset, k, seed=int(rng.integers(2**63)))
+            left -= k
+
+    return gen(), total
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    if args.batch_rows < 1 or args.partitions < 1 or (args.count is not None and args.count < 0):
+        raise DataError("--batch-rows and --partitions must be >= 1 and --count >= 0")
+    if args.rate is not None and not args.rate > 0:
+        raise DataError(f"--rate must be > 0, got {args.rate}")
+    conn = Connections.from_args(args)
+    chunks, total = row_source(args)
+    ensure_topic(conn.kafka, args.topic, args.partitions)
+    producer = KafkaProducer(bootstrap_servers=check_kafka(conn.kafka), linger_ms=20, acks="all",
+                             batch_size=256 * 1024, client_id="sketchgen-produce")
+    sent = 0
+    start = time.monotonic()
+    try:
+        with tqdm(total=total, unit="rows", desc=f"producing to {args.topic}", disable=None) as bar:
+            for rows in chunks:
+                for value, headers, n in encode_records(rows, args.format, args.batch_rows):
+                    producer.send(args.topic, value=value, headers=headers)
+                    sent += n
+                    bar.update(n)
+                    if args.rate:
+                        ahead = sent / args.rate - (time.monotonic() - start)
+                        if ahead > 0:
+                            time.sleep(ahead)
+        producer.flush(timeout=60)
+    except KafkaError as exc:
+        raise SketchgenError(f"producing to {args.topic} failed: {exc}") from None
+    finally:
+        producer.close(timeout=10)
+    elapsed = time.monotonic() - start
+    print(json.dumps({"topic": args.topic, "rows": sent, "seconds": round(elapsed, 3)}))
+    return 0

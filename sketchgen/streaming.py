@@ -1,0 +1,204 @@
+"""The streaming commands: ``create``, ``ingest``, ``status`` and ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from ingest.worker import IngestConfig, IngestWorker
+from sketch_store.errors import DataError, SketchgenError
+from sketch_store.frequency_laws import LAWS
+from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, spec_from_pilot
+from sketch_store.redis_keys import validate_stream_name
+from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore, check_reachable, connect
+from sketch_store.sketch import save_sketch
+from sketch_store.spec import SketchSpec
+from sketchgen.datafiles import load_data
+from sketchgen.settings import Connections, add_connection_args
+
+log = logging.getLogger("sketchgen")
+
+
+def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the streaming sub-commands."""
+    add_up_command(sub)
+    p = sub.add_parser("create", help="create a stream (its sketch spec) in Redis")
+    p.add_argument("name", help="stream name")
+    p.add_argument("--dim", type=int, required=True, help="data dimension d")
+    p.add_argument("--m", type=int, default=DEFAULT_M, help=f"number of frequencies (default {DEFAULT_M})")
+    p.add_argument("--law", choices=LAWS, default=DEFAULT_LAW, help=f"frequency law (default {DEFAULT_LAW})")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--sigma", type=float, help="scale σ (in standardised units with --estimate-from)")
+    scale.add_argument("--estimate-from", metavar="FILE", help="pilot data (.npy/.csv): standardisation and σ")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
+    p.add_argument("--replace", action="store_true", help="delete an existing stream of that name and its data")
+    p.add_argument("--fine-bucket", type=int, default=10, help="fine time bucket, seconds (default 10)")
+    p.add_argument("--fine-keep", type=int, default=3600, help="fine bucket retention, seconds (default 3600)")
+    p.add_argument("--coarse-bucket", type=int, default=300, help="coarse time bucket, seconds (default 300)")
+    p.add_argument("--coarse-keep", type=int, default=604800, help="coarse bucket retention, seconds (default 7 days)")
+    add_connection_args(p, kafka=False)
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser("ingest", help="run an ingest worker (Kafka → Redis sketch) until SIGTERM/SIGINT")
+    p.add_argument("name", help="stream name")
+    p.add_argument("--topic", required=True, help="Kafka topic to consume")
+    p.add_argument("--group", help="consumer group (default sketchgen-NAME)")
+    p.add_argument("--dlq", help="dead-letter topic (default TOPIC.dlq)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+    p.add_argument("--flush-ms", type=int, default=500, help="flush to Redis at least this often (default 500)")
+    p.add_argument("--flush-records", type=int, default=100_000, help="or after this many rows (default 100000)")
+    p.add_argument("--max-record-bytes", type=int, default=4 << 20, help="reject larger record values (default 4 MiB)")
+    add_connection_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("status", help="show a stream's spec, counts, partitions, buckets and memory")
+    p.add_argument("name", help="stream name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_connection_args(p, kafka=False)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="write a stream's sketch to SKETCH.npz (the format `sketchgen fit` reads)")
+    p.add_argument("name", help="stream name")
+    p.add_argument("--out", required=True, help="output sketch file (.npz)")
+    window = p.add_mutually_exclusive_group()
+    window.add_argument("--window", type=float, metavar="SECONDS", help="only records of the last SECONDS")
+    window.add_argument("--halflife", type=float, metavar="SECONDS", help="exponentially decayed, half-life SECONDS")
+    add_connection_args(p, kafka=False)
+    p.set_defaults(func=cmd_export)
+
+
+def add_up_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="run the embedded local stack (Tansu Kafka broker + Redis) until Ctrl-C")
+    p.add_argument("--kafka-port", type=int, default=9092, help="Kafka port on 127.0.0.1 (default 9092)")
+    p.add_argument("--redis-port", type=int, default=6379, help="Redis port on 127.0.0.1 (default 6379)")
+    p.add_argument("--data-dir", help="keep Redis data (AOF) here across runs (default: a temporary directory)")
+    p.set_defaults(func=cmd_up)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from sketchgen.local_stack import run_up
+
+    run_up(kafka_port=args.kafka_port, redis_port=args.redis_port, data_dir=args.data_dir)
+    return 0
+
+
+def open_store(conn: Connections) -> SketchStore:
+    """A store on a reachable Redis, or one clear error."""
+    check_reachable(conn.redis)
+    return SketchStore(connect(conn.redis))
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    validate_stream_name(args.name)
+    if args.dim < 1 or args.m < 1:
+        raise DataError("--dim and --m must be >= 1")
+    buckets = BucketConfig(args.fine_bucket, args.fine_keep, args.coarse_bucket, args.coarse_keep)
+    if args.estimate_from:
+        pilot = load_data(args.estimate_from)
+        if pilot.shape[1] != args.dim:
+            raise DataError(f"{args.estimate_from}: pilot data have dimension {pilot.shape[1]}, not --dim {args.dim}")
+        spec = spec_from_pilot(pilot, m=args.m, law=args.law, seed=args.seed, name=args.name)
+    else:
+        if args.sigma is not None and not args.sigma > 0:
+            raise DataError(f"--sigma must be > 0, got {args.sigma}")
+        spec = SketchSpec.create(
+            d=args.dim, m=args.m, law=args.law, sigma=args.sigma or 1.0, seed=args.seed, name=args.name
+        )
+    store = open_store(Connections.from_args(args))
+    store.create_stream(spec, buckets=buckets, replace=args.replace)
+    print(f"created stream {args.name}: {spec.describe()}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    conn = Connections.from_args(args)
+    store = open_store(conn)
+    config = IngestConfig(
+        stream=args.name, topic=args.topic, kafka=conn.kafka, group=args.group, dlq_topic=args.dlq,
+        flush_ms=args.flush_ms, flush_records=args.flush_records, metrics_port=args.metrics_port,
+        max_value_bytes=args.max_record_bytes,
+    )
+    worker = IngestWorker(config, store)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+def status_dict(store: SketchStore, name: str) -> dict[str, object]:
+    """Everything ``status`` shows, as JSON-ready data."""
+    state = store.state(name)
+    spec = state.spec
+    buckets: dict[str, object] = {}
+    for level in LEVELS:
+        span = store.bucket_span(name, level)
+        buckets[level] = None if span is None else {"first": span[0], "last": span[1], "buckets": span[2]}
+    return {
+        "stream": name,
+        "spec": {
+            "d": spec.d, "m": spec.m, "law": spec.law, "sigma": spec.sigma.tolist(),
+            "scale_method": spec.scale_method, "fingerprint": spec.fingerprint,
+        },
+        "count": state.sketch.count,
+        "updated": state.updated,
+        "partitions": [
+            {"topic": p.topic, "partition": p.partition, "count": p.count, "next_offset": p.next_offset,
+             "epoch": p.epoch, "updated": p.updated}
+            for p in state.partitions
+        ],
+        "buckets": buckets,
+        "bucket_config": store.bucket_config(name).__dict__,
+        "memory_bytes": store.memory_bytes(name),
+    }
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({time.time() - ts:.0f}s ago)"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = open_store(Connections.from_args(args))
+    info = status_dict(store, args.name)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    spec = store.get_spec(args.name)
+    lines = [
+        f"stream     {args.name}",
+        f"spec       {spec.describe()}",
+        f"records    {info['count']:,}",
+        f"updated    {_ago(info['updated'])}",  # type: ignore[arg-type]
+        f"memory     {info['memory_bytes'] / 1024:,.1f} KiB in Redis",
+    ]
+    for level, span in info["buckets"].items():  # type: ignore[union-attr]
+        text = "empty" if span is None else (
+            f"{span['buckets']} buckets from {_ago(span['first'])} to {_ago(span['last'])}"
+        )
+        lines.append(f"{level:<10} {text}")
+    lines.append("partitions")
+    for p in info["partitions"]:  # type: ignore[union-attr]
+        lines.append(
+            f"  {p['topic']}:{p['partition']:<4} count {p['count']:>12,}  next offset {p['next_offset']}  "
+            f"epoch {p['epoch']}  updated {_ago(p['updated'])}"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = open_store(Connections.from_args(args))
+    spec = store.get_spec(args.name)
+    if args.window is not None:
+        sketch = store.read_window(args.name, args.window)
+    elif args.halflife is not None:
+        sketch = store.read_decayed(args.name, args.halflife)
+    else:
+        sketch = store.read_total(args.name)
+    if sketch.count == 0:
+        raise SketchgenError(f"stream {args.name!r} holds no records{' in that window' if args.window else ''}")
+    save_sketch(args.out, spec, sketch)
+    log.info("exported %s records of stream %s to %s", sketch.count, args.name, args.out)
+    return 0
