@@ -79,14 +79,14 @@ def worker_consume(store: SketchStore, bootstrap: str, stream: str, topic: str, 
     """Seconds from the worker's first fetched record until Redis holds all ``n_rows``."""
     worker = IngestWorker(IngestConfig(stream=stream, topic=topic, kafka=bootstrap), store)
     first: list[float] = []
-    process = worker._process
+    decode = worker._decode
 
     def timed(tp, records):  # note the first fetch, then do the real work
         if records and not first:
             first.append(time.perf_counter())
-        process(tp, records)
+        return decode(tp, records)
 
-    worker._process = timed  # type: ignore[method-assign]
+    worker._decode = timed  # type: ignore[method-assign]
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     while store.total_count(stream) < n_rows:

@@ -9,7 +9,8 @@ Accepted values:
 Anything else raises :class:`RecordError` with a short machine-readable ``reason`` (the label of
 ``sketchgen_ingest_rejected_total`` and the dead-letter header) and a human ``detail``:
 ``too_large``, ``empty``, ``invalid_json``, ``bad_structure``, ``wrong_dimension``,
-``non_finite``, ``bad_binary``, ``unsupported_content_type``.
+``non_finite``, ``bad_binary``, ``unsupported_content_type``, and ``out_of_range`` (finite but
+absurdly far from the data, see :func:`check_range`).
 
 :func:`decode_json_vectors` is the fast path for the common case of many one-row JSON
 records: one ``json.loads`` over all of them, used only when every value is exactly one
@@ -39,8 +40,11 @@ JSON_CONTENT_TYPES = ("", "application/json", "text/json")
 MAX_VALUE_BYTES = 4 * 1024 * 1024
 REASONS = (
     "too_large", "empty", "invalid_json", "bad_structure", "wrong_dimension", "non_finite", "bad_binary",
-    "unsupported_content_type",
+    "unsupported_content_type", "out_of_range",
 )
+#: Rows farther than this from the stream's mean, in units of its std, are rejected: their
+#: phases would exceed float32's precision (or range) and their features would be noise.
+MAX_STANDARDIZED = 1e6
 # Bytes that may appear in a flat JSON array of plain numbers.
 _NUMERIC_JSON = b"0123456789.eE+-, \t\r\n"
 
@@ -85,14 +89,17 @@ def rows_from_json(obj: object, d: int) -> np.ndarray:
         obj = obj["x"]
     if not isinstance(obj, list) or not obj:
         raise RecordError("bad_structure", "expected a non-empty JSON array of numbers or of arrays of numbers")
-    if all(_is_number(v) for v in obj):
-        rows = np.asarray(obj, dtype=np.float64)[None, :]
-    elif all(isinstance(r, list) and r and all(_is_number(v) for v in r) for r in obj):
-        if len({len(r) for r in obj}) != 1:
-            raise RecordError("wrong_dimension", "rows of the record have different lengths")
-        rows = np.asarray(obj, dtype=np.float64)
-    else:
-        raise RecordError("bad_structure", "expected numbers or arrays of numbers (no strings, booleans or nulls)")
+    try:
+        if all(_is_number(v) for v in obj):
+            rows = np.asarray(obj, dtype=np.float64)[None, :]
+        elif all(isinstance(r, list) and r and all(_is_number(v) for v in r) for r in obj):
+            if len({len(r) for r in obj}) != 1:
+                raise RecordError("wrong_dimension", "rows of the record have different lengths")
+            rows = np.asarray(obj, dtype=np.float64)
+        else:
+            raise RecordError("bad_structure", "expected numbers or arrays of numbers (no strings, booleans or nulls)")
+    except OverflowError:
+        raise RecordError("non_finite", "a number is too large for a float64") from None
     return _check_rows(rows, d)
 
 
@@ -119,7 +126,14 @@ def decode_value(
         obj = json.loads(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("invalid_json", str(exc)[:200]) from None
+    except RecursionError:
+        raise RecordError("invalid_json", "JSON nested too deeply") from None
     return rows_from_json(obj, d)
+
+
+def check_range(rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows within ``MAX_STANDARDIZED`` stds of ``mean`` in every coordinate."""
+    return np.all(np.abs(rows - mean) <= MAX_STANDARDIZED * std, axis=1)
 
 
 def is_plain_json_vector(value: bytes | None) -> bool:
@@ -130,16 +144,16 @@ def is_plain_json_vector(value: bytes | None) -> bool:
     return b"[" not in inner and b"]" not in inner and not inner.translate(None, _NUMERIC_JSON)
 
 
-def decode_json_vectors(values: Sequence[bytes], d: int) -> np.ndarray | None:
+def decode_json_vectors(values: Sequence[bytes], d: int, max_bytes: int = MAX_VALUE_BYTES) -> np.ndarray | None:
     """Fast path: an (n, d) array when each of the ``n`` values is one valid JSON row; else None.
 
-    None means "decode these one by one" (some value is not a plain row, or is invalid).
+    None means "decode these one by one" (some value is not a plain row, too large, or invalid).
     """
-    if not values or not all(is_plain_json_vector(v) for v in values):
+    if not values or not all(v and len(v) <= max_bytes and is_plain_json_vector(v) for v in values):
         return None
     try:
         rows = np.asarray(json.loads(b"[" + b",".join(values) + b"]"), dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         return None
     if rows.ndim != 2 or rows.shape != (len(values), d) or not np.all(np.isfinite(rows)):
         return None

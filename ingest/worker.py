@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import redis
@@ -38,7 +39,15 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ingest.decode import MAX_VALUE_BYTES, RecordError, decode_json_vectors, decode_value, header_value
+from ingest.decode import (
+    MAX_STANDARDIZED,
+    MAX_VALUE_BYTES,
+    RecordError,
+    check_range,
+    decode_json_vectors,
+    decode_value,
+    header_value,
+)
 from ingest.kafka_connect import check_kafka
 from ingest.membership import Membership, assign
 from ingest.metrics import IngestMetrics
@@ -107,6 +116,8 @@ class IngestWorker:
         self._last_lag = 0.0
         self._last_rebalance = 0.0
         self._cooldown: dict[TopicPartition, float] = {}
+        self._folder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchgen-fold")
+        self._inflight: Future | None = None
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.membership = Membership(
             store.client, config.stream, config.group_id, self.member_id, ttl=config.member_ttl_s
@@ -135,7 +146,10 @@ class IngestWorker:
                 # also the rebalance timeout: how long a rebalance waits for a member that died
                 max_poll_interval_ms=20_000,
             )
-            self.producer = KafkaProducer(**common, acks="all", linger_ms=5)
+            # dead letters carry the rejected value (up to max_value_bytes) plus headers
+            self.producer = KafkaProducer(
+                **common, acks="all", linger_ms=5, max_request_size=self.config.max_value_bytes + (1 << 20)
+            )
         except KafkaError as exc:
             raise SketchgenError(f"cannot connect to Kafka at {self.config.kafka}: {exc}") from None
         log.info(
@@ -164,15 +178,14 @@ class IngestWorker:
                 if not self.buffers:
                     self.stop_event.wait(0.2)
                     continue
-                batch = self.consumer.poll(timeout_ms=100, max_records=self.config.poll_records)
-                for tp, records in batch.items():
-                    self._process(tp, records)
+                self._poll_once()
                 if self._flush_due():
                     self.flush()
                 self._update_lag()
             self.flush()
         finally:
             self._leave()
+            self._folder.shutdown(wait=True)
             self._close()
 
     def _close(self) -> None:
@@ -205,6 +218,7 @@ class IngestWorker:
             return
         topic_partitions = [TopicPartition(self.config.topic, p) for p in sorted(partitions)]
         wanted = set(assign(topic_partitions, members, self.member_id))
+        self._drain()
         current = set(self.buffers)
         released = current - wanted
         if released:
@@ -250,43 +264,74 @@ class IngestWorker:
             log.warning("could not leave the group cleanly: %s", exc)
 
     # -- consuming ---------------------------------------------------------------
+    #
+    # The main thread polls Kafka and decodes; a second thread folds the decoded rows into
+    # the buffers (NumPy releases the GIL), so the feature kernel runs while the next poll
+    # parses records. At most one batch is in flight; it is drained before the main thread
+    # reads or writes any buffer (decoding, flushing, rebalancing).
 
-    def _process(self, tp: TopicPartition, records: list) -> None:
+    def _poll_once(self) -> None:
+        assert self.consumer is not None
+        batch = self.consumer.poll(timeout_ms=100, max_records=self.config.poll_records)
+        self._drain()
+        jobs = [job for tp, records in batch.items() if (job := self._decode(tp, records)) is not None]
+        if jobs:
+            self._pending_rows += sum(rows.shape[0] for _, rows, _, _ in jobs)
+            self._inflight = self._folder.submit(self._fold, jobs)
+
+    def _drain(self) -> None:
+        """Wait for the batch being folded (re-raising its error, if any)."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()
+
+    def _decode(self, tp: TopicPartition, records: list) -> tuple | None:
+        """Decode a partition's records: ``(buffer, rows, row times, next offset)``; bad ones go to the DLQ."""
         buf = self.buffers.get(tp)
         if buf is None or not records:
-            return  # fenced or not ours any more: the owner will read these records
+            return None  # fenced or not ours any more: the owner will read these records
         buf.start_at(records[0].offset)
         if records[0].offset < buf.next_offset:
             records = [r for r in records if r.offset >= buf.next_offset]
             if not records:
-                return
-        plain = all(not r.headers for r in records)
-        rows = decode_json_vectors([r.value for r in records], self.spec.d) if plain else None
+                return None
+        rows = None
+        if all(not r.headers for r in records):
+            rows = decode_json_vectors([r.value for r in records], self.spec.d, self.config.max_value_bytes)
+        if rows is not None and not np.all(check_range(rows, self.spec.mean, self.spec.std)):
+            rows = None  # some row is out of range: sort them out record by record
         if rows is not None:
-            self._add_rows(buf, rows, np.array([r.timestamp for r in records], dtype=np.float64) / 1000.0)
+            times = np.array([r.timestamp for r in records], dtype=np.float64) / 1000.0
         else:
+            parts, stamps = [], []
             for r in records:
-                self._process_one(buf, tp, r)
-        buf.advance(records[-1].offset + 1)
+                try:
+                    decoded = decode_value(r.value, r.headers, self.spec.d, self.config.max_value_bytes)
+                    if not np.all(check_range(decoded, self.spec.mean, self.spec.std)):
+                        raise RecordError(
+                            "out_of_range", f"a row lies more than {MAX_STANDARDIZED:g} stds from the stream's mean"
+                        )
+                except RecordError as exc:
+                    self._dead_letter(tp, r, exc)
+                    continue
+                parts.append(decoded)
+                stamps.append(np.full(decoded.shape[0], r.timestamp / 1000.0))
+            rows = np.concatenate(parts) if parts else np.empty((0, self.spec.d))
+            times = np.concatenate(stamps) if stamps else np.empty(0)
+        return buf, rows, times, records[-1].offset + 1
 
-    def _process_one(self, buf: PartitionBuffer, tp: TopicPartition, record) -> None:
-        try:
-            rows = decode_value(record.value, record.headers, self.spec.d, self.config.max_value_bytes)
-        except RecordError as exc:
-            self._dead_letter(tp, record, exc)
-            return
-        self._add_rows(buf, rows, np.full(rows.shape[0], record.timestamp / 1000.0))
-
-    def _add_rows(self, buf: PartitionBuffer, rows: np.ndarray, times: np.ndarray) -> None:
-        """Fold rows into the buffer, one feature sum per fine time bucket."""
+    def _fold(self, jobs: list[tuple]) -> None:
+        """Add each job's rows to its buffer, one feature sum per fine time bucket, and advance it."""
         fine = self.buckets.fine_seconds
-        starts = np.floor(times / fine) * fine
-        uniq = np.unique(starts)
-        groups = [(uniq[0], rows)] if uniq.size == 1 else [(s, rows[starts == s]) for s in uniq]
-        for start, group in groups:
-            total, n = self.fmap.feature_sum(group, validate=False)
-            buf.add(total, n, float(start))
-        self._pending_rows += rows.shape[0]
+        for buf, rows, times, next_offset in jobs:
+            if rows.shape[0]:
+                starts = np.floor(times / fine) * fine
+                uniq = np.unique(starts)
+                groups = [(uniq[0], rows)] if uniq.size == 1 else [(t, rows[starts == t]) for t in uniq]
+                for start, group in groups:
+                    total, n = self.fmap.feature_sum(group, validate=False)
+                    buf.add(total, n, float(start))
+            buf.advance(next_offset)
 
     def _dead_letter(self, tp: TopicPartition, record, exc: RecordError) -> None:
         assert self.producer is not None
@@ -311,6 +356,7 @@ class IngestWorker:
 
     def flush(self, only: set[TopicPartition] | None = None) -> None:
         """Apply every dirty buffer to Redis atomically, then commit offsets to Kafka (for lag only)."""
+        self._drain()
         dirty = [tp for tp, b in self.buffers.items() if b.dirty and (only is None or tp in only)]
         self._last_flush = time.monotonic()
         if not dirty:

@@ -14,6 +14,7 @@ from ingest.decode import (
     F32_CONTENT_TYPE,
     REASONS,
     RecordError,
+    check_range,
     decode_json_vectors,
     decode_value,
     is_plain_json_vector,
@@ -150,3 +151,29 @@ def test_f32_rows_roundtrip_exactly():
     x = np.array([[1.5, -2.25], [3.0, 4.0]], dtype="<f4")
     packed = struct.pack("<4f", *x.ravel())
     np.testing.assert_array_equal(decode_value(packed, F32, d=2), x.astype(np.float64))
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"[1" + b"0" * 400 + b", 2]", "non_finite"),  # an integer beyond float64
+        (b"[" * 100_000, "invalid_json"),  # nesting deeper than the parser's recursion limit
+    ],
+)
+def test_values_that_once_crashed_the_parser(value, reason):
+    with pytest.raises(RecordError) as info:
+        decode_value(value, [], d=2)
+    assert info.value.reason == reason
+    assert decode_json_vectors([value], d=2) is None
+
+
+def test_fast_path_respects_the_size_limit():
+    big = b"[1," + b" " * 1000 + b"2]"
+    assert decode_json_vectors([big], d=2, max_bytes=500) is None
+    assert decode_json_vectors([big], d=2, max_bytes=5000) is not None
+
+
+def test_range_check():
+    rows = np.array([[0.0, 1.0], [1e300, 0.0], [-5e6, 0.0]])
+    mask = check_range(rows, mean=np.zeros(2), std=np.ones(2))
+    assert mask.tolist() == [True, False, False]
