@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import os
 import signal
 import socket
@@ -57,6 +58,10 @@ from sketch_store.features import FeatureMap
 from sketch_store.redis_store import Claim, FencedError, SketchStore, StreamNotFoundError
 
 log = logging.getLogger(__name__)
+
+_VALUE = operator.attrgetter("value")
+_HEADERS = operator.attrgetter("headers")
+_TIMESTAMP = operator.attrgetter("timestamp")
 
 REASON_HEADER = "sketchgen-reject-reason"
 DETAIL_HEADER = "sketchgen-reject-detail"
@@ -296,12 +301,12 @@ class IngestWorker:
             if not records:
                 return None
         rows = None
-        if all(not r.headers for r in records):
-            rows = decode_json_vectors([r.value for r in records], self.spec.d, self.config.max_value_bytes)
+        if not any(map(_HEADERS, records)):
+            rows = decode_json_vectors(list(map(_VALUE, records)), self.spec.d, self.config.max_value_bytes)
         if rows is not None and not np.all(check_range(rows, self.spec.mean, self.spec.std)):
             rows = None  # some row is out of range: sort them out record by record
         if rows is not None:
-            times = np.array([r.timestamp for r in records], dtype=np.float64) / 1000.0
+            times = np.fromiter(map(_TIMESTAMP, records), dtype=np.float64, count=len(records)) / 1000.0
         else:
             parts, stamps = [], []
             for r in records:

@@ -628,8 +628,10 @@ def run_up(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
     stack = LocalStack(data_dir, kafka_port=kafka_port, redis_port=redis_port)
+    started = False
     try:
         stack.start()
+        started = True
         log.info("Kafka (Tansu, in memory) on %s  (log %s)", stack.bootstrap, stack.kafka.log_path)
         keeps = f"data in {stack.redis.data_dir}" if stack.persistent else "temporary data, removed on exit"
         log.info("Redis on %s  (%s; log %s)", stack.redis_url, keeps, stack.redis.log_path)
@@ -643,7 +645,8 @@ def run_up(
         stack.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
-        log.info("local stack stopped")
+        if started:
+            log.info("local stack stopped")
 
 
 @atexit.register

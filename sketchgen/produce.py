@@ -77,7 +77,7 @@ def row_source(args: argparse.Namespace) -> tuple[Iterator[np.ndarray], int]:
     if args.file:
         data = load_data(args.file)
         total = data.shape[0] if args.count is None else min(args.count, data.shape[0])
-        return (data[i : i + CHUNK_ROWS] for i in range(0, total, CHUNK_ROWS)), total
+        return (data[i : min(i + CHUNK_ROWS, total)] for i in range(0, total, CHUNK_ROWS)), total
     total = 100_000 if args.count is None else args.count
     rng = np.random.default_rng(args.seed)
 

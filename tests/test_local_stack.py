@@ -42,8 +42,8 @@ def gone(pid: int) -> bool:
     return False
 
 
-def our_children() -> list[str]:
-    """Command names of the live child processes of this test process."""
+def our_children() -> list[tuple[int, str]]:
+    """(pid, command name) of the live child processes of this test process."""
     names = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -52,7 +52,7 @@ def our_children() -> list[str]:
             continue
         comm, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
         if int(rest[1]) == os.getpid() and rest[0] != "Z":
-            names.append(comm)
+            names.append((int(stat.parent.name), comm))
     return names
 
 
@@ -219,6 +219,7 @@ def test_run_up_blocks_until_stopped_and_leaves_nothing(tmp_path, caplog):
             errors.append(exc)
 
     caplog.set_level("INFO", logger="sketchgen.local_stack")
+    before = set(our_children())  # e.g. the session's own servers, started by other tests
     thread = threading.Thread(target=target)
     thread.start()
     try:
@@ -236,7 +237,7 @@ def test_run_up_blocks_until_stopped_and_leaves_nothing(tmp_path, caplog):
     assert any(f"127.0.0.1:{kafka_port}" in m for m in messages)
     assert any(f"redis://127.0.0.1:{redis_port}/0" in m for m in messages)
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
-    assert not [name for name in our_children() if "tansu" in name or "server" in name]
+    assert not [name for pid, name in set(our_children()) - before if "tansu" in name or "server" in name]
 
 
 def test_tansu_is_found_offline_even_with_an_unwritable_home(tmp_path, monkeypatch):
