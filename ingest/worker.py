@@ -23,6 +23,7 @@ the epoch check. Hence every valid record is counted exactly once.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import operator
@@ -32,29 +33,20 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
-import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ingest.decode import (
-    MAX_STANDARDIZED,
-    MAX_VALUE_BYTES,
-    RecordError,
-    check_range,
-    decode_json_vectors,
-    decode_value,
-    header_value,
-)
+from ingest.decode import MAX_VALUE_BYTES, RecordError, header_value
+from ingest.fold import Folder, Job
 from ingest.kafka_connect import check_kafka
 from ingest.membership import Membership, assign
 from ingest.metrics import IngestMetrics
 from ingest.partition_buffer import PartitionBuffer
 from sketch_store.errors import SketchgenError, SpecMismatchError
-from sketch_store.features import FeatureMap
 from sketch_store.redis_store import Claim, FencedError, SketchStore, StreamNotFoundError
 
 log = logging.getLogger(__name__)
@@ -63,6 +55,7 @@ _VALUE = operator.attrgetter("value")
 _HEADERS = operator.attrgetter("headers")
 _TIMESTAMP = operator.attrgetter("timestamp")
 
+IN_FLIGHT = 4  # polled batches being decoded and folded while the next poll runs
 REASON_HEADER = "sketchgen-reject-reason"
 DETAIL_HEADER = "sketchgen-reject-detail"
 
@@ -85,6 +78,7 @@ class IngestConfig:
     rebalance_interval_s: float = 1.0
     member_ttl_s: float = 6.0
     fenced_cooldown_s: float = 3.0
+    fold_in_process: bool = False  # True: decode and fold on a thread of this process (no child)
 
     def __post_init__(self) -> None:
         if self.flush_ms <= 0 or self.flush_records <= 0:
@@ -108,7 +102,6 @@ class IngestWorker:
         self.config = config
         self.store = store
         self.spec = store.get_spec(config.stream)
-        self.fmap = FeatureMap(self.spec)
         self.buckets = store.bucket_config(config.stream)
         self.metrics = metrics or IngestMetrics(config.stream)
         self.claims: dict[TopicPartition, Claim] = {}
@@ -121,8 +114,8 @@ class IngestWorker:
         self._last_lag = 0.0
         self._last_rebalance = 0.0
         self._cooldown: dict[TopicPartition, float] = {}
-        self._folder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sketchgen-fold")
-        self._inflight: Future | None = None
+        self._folder = Folder(self.spec, self.buckets.fine_seconds, config.max_value_bytes, config.fold_in_process)
+        self._inflight: collections.deque[tuple[Future, list]] = collections.deque()
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.membership = Membership(
             store.client, config.stream, config.group_id, self.member_id, ttl=config.member_ttl_s
@@ -190,7 +183,7 @@ class IngestWorker:
             self.flush()
         finally:
             self._leave()
-            self._folder.shutdown(wait=True)
+            self._folder.close()
             self._close()
 
     def _close(self) -> None:
@@ -270,73 +263,58 @@ class IngestWorker:
 
     # -- consuming ---------------------------------------------------------------
     #
-    # The main thread polls Kafka and decodes; a second thread folds the decoded rows into
-    # the buffers (NumPy releases the GIL), so the feature kernel runs while the next poll
-    # parses records. At most one batch is in flight; it is drained before the main thread
-    # reads or writes any buffer (decoding, flushing, rebalancing).
+    # The main thread polls Kafka; decoding and the feature kernel run in a child process
+    # (ingest.fold) on the other core while the next polls parse records. Up to
+    # ``IN_FLIGHT`` batches are in flight; they are applied in order (sums added to the
+    # buffers, rejects sent to the dead-letter topic), and all of them are drained before
+    # flushing or changing partitions.
 
     def _poll_once(self) -> None:
         assert self.consumer is not None
         batch = self.consumer.poll(timeout_ms=100, max_records=self.config.poll_records)
-        self._drain()
-        jobs = [job for tp, records in batch.items() if (job := self._decode(tp, records)) is not None]
-        if jobs:
-            self._pending_rows += sum(rows.shape[0] for _, rows, _, _ in jobs)
-            self._inflight = self._folder.submit(self._fold, jobs)
+        pending = [p for tp, records in batch.items() if (p := self._collect(tp, records)) is not None]
+        if pending:
+            jobs = [self._job(records) for _, records in pending]
+            self._inflight.append((self._folder.submit(jobs), pending))
+        while len(self._inflight) > IN_FLIGHT or (self._inflight and self._inflight[0][0].done()):
+            self._apply(*self._inflight.popleft())
 
-    def _drain(self) -> None:
-        """Wait for the batch being folded (re-raising its error, if any)."""
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            inflight.result()
-
-    def _decode(self, tp: TopicPartition, records: list) -> tuple | None:
-        """Decode a partition's records: ``(buffer, rows, row times, next offset)``; bad ones go to the DLQ."""
+    def _collect(self, tp: TopicPartition, records: list) -> tuple[TopicPartition, list] | None:
+        """The records of a partition this worker still has to fold (none if it no longer owns it)."""
         buf = self.buffers.get(tp)
         if buf is None or not records:
             return None  # fenced or not ours any more: the owner will read these records
         buf.start_at(records[0].offset)
         if records[0].offset < buf.next_offset:
             records = [r for r in records if r.offset >= buf.next_offset]
-            if not records:
-                return None
-        rows = None
-        if not any(map(_HEADERS, records)):
-            rows = decode_json_vectors(list(map(_VALUE, records)), self.spec.d, self.config.max_value_bytes)
-        if rows is not None and not np.all(check_range(rows, self.spec.mean, self.spec.std)):
-            rows = None  # some row is out of range: sort them out record by record
-        if rows is not None:
-            times = np.fromiter(map(_TIMESTAMP, records), dtype=np.float64, count=len(records)) / 1000.0
-        else:
-            parts, stamps = [], []
-            for r in records:
-                try:
-                    decoded = decode_value(r.value, r.headers, self.spec.d, self.config.max_value_bytes)
-                    if not np.all(check_range(decoded, self.spec.mean, self.spec.std)):
-                        raise RecordError(
-                            "out_of_range", f"a row lies more than {MAX_STANDARDIZED:g} stds from the stream's mean"
-                        )
-                except RecordError as exc:
-                    self._dead_letter(tp, r, exc)
-                    continue
-                parts.append(decoded)
-                stamps.append(np.full(decoded.shape[0], r.timestamp / 1000.0))
-            rows = np.concatenate(parts) if parts else np.empty((0, self.spec.d))
-            times = np.concatenate(stamps) if stamps else np.empty(0)
-        return buf, rows, times, records[-1].offset + 1
+        return (tp, records) if records else None
 
-    def _fold(self, jobs: list[tuple]) -> None:
-        """Add each job's rows to its buffer, one feature sum per fine time bucket, and advance it."""
-        fine = self.buckets.fine_seconds
-        for buf, rows, times, next_offset in jobs:
-            if rows.shape[0]:
-                starts = np.floor(times / fine) * fine
-                uniq = np.unique(starts)
-                groups = [(uniq[0], rows)] if uniq.size == 1 else [(t, rows[starts == t]) for t in uniq]
-                for start, group in groups:
-                    total, n = self.fmap.feature_sum(group, validate=False)
-                    buf.add(total, n, float(start))
-            buf.advance(next_offset)
+    @staticmethod
+    def _job(records: list) -> Job:
+        headers = list(map(_HEADERS, records))
+        return Job(
+            values=list(map(_VALUE, records)),
+            headers=headers if any(headers) else None,
+            timestamps_ms=list(map(_TIMESTAMP, records)),
+        )
+
+    def _drain(self) -> None:
+        """Apply every batch in flight, in order."""
+        while self._inflight:
+            self._apply(*self._inflight.popleft())
+
+    def _apply(self, future: Future, pending: list) -> None:
+        """Apply one folded batch: bucket sums into the buffers, rejects to the dead-letter topic."""
+        for (tp, records), folded in zip(pending, future.result(), strict=True):
+            for index, reason, detail in folded.rejects:
+                self._dead_letter(tp, records[index], RecordError(reason, detail))
+            buf = self.buffers.get(tp)
+            if buf is None:
+                continue  # handed over meanwhile: the new owner re-reads these records
+            for start, total, n in folded.buckets:
+                buf.add(total, n, float(start))
+                self._pending_rows += n
+            buf.advance(records[-1].offset + 1)
 
     def _dead_letter(self, tp: TopicPartition, record, exc: RecordError) -> None:
         assert self.producer is not None
