@@ -139,7 +139,7 @@ def check_range(rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
 
 _WS = rb"[ \t\r\n]*"
 _NUMBER = rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"  # the JSON number grammar
-_SEPARATOR = b"\x00"  # cannot occur in valid JSON text
+JOIN = b"\x00"  # separates joined record values: it cannot occur in valid JSON text
 _TO_NUMBERS = bytes.maketrans(b"[]\x00", b"  ,")
 
 
@@ -161,11 +161,15 @@ def decode_json_vectors(values: Sequence[bytes], d: int, max_bytes: int = MAX_VA
     """
     if not values or max(map(len, values)) > max_bytes:
         return None
-    joined = _SEPARATOR.join(values)
-    if _rows_pattern(d).fullmatch(joined) is None:
+    return decode_joined_vectors(JOIN.join(values), len(values), d)
+
+
+def decode_joined_vectors(joined: bytes, n: int, d: int) -> np.ndarray | None:
+    """:func:`decode_json_vectors` on values already joined with :data:`JOIN` (``n`` of them)."""
+    if n == 0 or _rows_pattern(d).fullmatch(joined) is None:
         return None
     flat = np.fromstring(joined.translate(_TO_NUMBERS), dtype=np.float64, sep=",")
-    if flat.size != len(values) * d:
+    if flat.size != n * d:
         return None
-    rows = flat.reshape(len(values), d)
+    rows = flat.reshape(n, d)
     return rows if np.all(np.isfinite(rows)) else None

@@ -35,6 +35,7 @@ import time
 import uuid
 from concurrent.futures import Future
 
+import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -180,6 +181,7 @@ class IngestWorker:
                 if self._flush_due():
                     self.flush()
                 self._update_lag()
+            self._drain()
             self.flush()
         finally:
             self._leave()
@@ -216,10 +218,10 @@ class IngestWorker:
             return
         topic_partitions = [TopicPartition(self.config.topic, p) for p in sorted(partitions)]
         wanted = set(assign(topic_partitions, members, self.member_id))
-        self._drain()
         current = set(self.buffers)
         released = current - wanted
         if released:
+            self._drain()  # a batch still in flight must not land in a later buffer of the same partition
             self._release(released)
         acquired = {tp for tp in wanted - current if self._cooldown.get(tp, 0.0) <= now}
         if released or acquired:
@@ -291,12 +293,12 @@ class IngestWorker:
 
     @staticmethod
     def _job(records: list) -> Job:
+        values = list(map(_VALUE, records))
+        timestamps = np.fromiter(map(_TIMESTAMP, records), dtype=np.int64, count=len(records))
         headers = list(map(_HEADERS, records))
-        return Job(
-            values=list(map(_VALUE, records)),
-            headers=headers if any(headers) else None,
-            timestamps_ms=list(map(_TIMESTAMP, records)),
-        )
+        if any(headers) or None in values:
+            return Job(values=values, headers=headers if any(headers) else None, timestamps_ms=timestamps)
+        return Job.plain(values, timestamps)
 
     def _drain(self) -> None:
         """Apply every batch in flight, in order."""
@@ -338,8 +340,11 @@ class IngestWorker:
         )
 
     def flush(self, only: set[TopicPartition] | None = None) -> None:
-        """Apply every dirty buffer to Redis atomically, then commit offsets to Kafka (for lag only)."""
-        self._drain()
+        """Write every dirty buffer to Redis atomically, then commit offsets to Kafka (for lag only).
+
+        Batches still being folded are not waited for: they land in the buffers afterwards
+        and go out with the next flush (so the pipeline keeps running while we flush).
+        """
         dirty = [tp for tp, b in self.buffers.items() if b.dirty and (only is None or tp in only)]
         self._last_flush = time.monotonic()
         if not dirty:
