@@ -56,7 +56,7 @@ _VALUE = operator.attrgetter("value")
 _HEADERS = operator.attrgetter("headers")
 _TIMESTAMP = operator.attrgetter("timestamp")
 
-IN_FLIGHT = 4  # polled batches being decoded and folded while the next poll runs
+IN_FLIGHT = 8  # polled batches being decoded and folded while the next poll runs
 REASON_HEADER = "sketchgen-reject-reason"
 DETAIL_HEADER = "sketchgen-reject-detail"
 
