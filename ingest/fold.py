@@ -141,18 +141,16 @@ def _child_init(spec_bytes: bytes, fine_seconds: int, max_value_bytes: int) -> N
 
 
 class Folder:
-    """Runs :func:`fold_batch` in one child process (``in_process=True``: in this process instead)."""
+    """Runs :func:`fold_batch` in one child process (spawned, so no lock or thread is inherited)."""
 
-    def __init__(self, spec: SketchSpec, fine_seconds: int, max_value_bytes: int, in_process: bool = False) -> None:
-        args = (spec.to_bytes(), fine_seconds, max_value_bytes)
-        if in_process:
-            set_up(*args)
-            self._pool: concurrent.futures.Executor = concurrent.futures.ThreadPoolExecutor(1, "sketchgen-fold")
-        else:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init, initargs=args
-            )
-            self._pool.submit(fold_batch, [])  # start the child now, not on the first poll
+    def __init__(self, spec: SketchSpec, fine_seconds: int, max_value_bytes: int) -> None:
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_child_init,
+            initargs=(spec.to_bytes(), fine_seconds, max_value_bytes),
+        )
+        self._pool.submit(fold_batch, [])  # start the child now, not on the first poll
 
     def submit(self, jobs: list[Job]) -> concurrent.futures.Future:
         return self._pool.submit(fold_batch, jobs)

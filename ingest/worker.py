@@ -41,7 +41,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from ingest.decode import MAX_VALUE_BYTES, RecordError, header_value
+from ingest.decode import MAX_VALUE_BYTES, RecordError
 from ingest.fold import Folder, Job
 from ingest.kafka_connect import check_kafka
 from ingest.membership import Membership, assign
@@ -56,6 +56,7 @@ _VALUE = operator.attrgetter("value")
 _HEADERS = operator.attrgetter("headers")
 _TIMESTAMP = operator.attrgetter("timestamp")
 
+STOP_FLUSH_ATTEMPTS = 5  # when stopping, give up on an unreachable Redis after this many tries
 IN_FLIGHT = 8  # polled batches being decoded and folded while the next poll runs
 REASON_HEADER = "sketchgen-reject-reason"
 DETAIL_HEADER = "sketchgen-reject-detail"
@@ -79,7 +80,6 @@ class IngestConfig:
     rebalance_interval_s: float = 1.0
     member_ttl_s: float = 6.0
     fenced_cooldown_s: float = 3.0
-    fold_in_process: bool = False  # True: decode and fold on a thread of this process (no child)
 
     def __post_init__(self) -> None:
         if self.flush_ms <= 0 or self.flush_records <= 0:
@@ -97,7 +97,7 @@ class IngestConfig:
 
 
 class IngestWorker:
-    """One worker of a consumer group folding a topic into a stream's sketch (see module docstring)."""
+    """One worker of a group folding a topic into a stream's sketch (see module docstring)."""
 
     def __init__(self, config: IngestConfig, store: SketchStore, metrics: IngestMetrics | None = None) -> None:
         self.config = config
@@ -115,7 +115,7 @@ class IngestWorker:
         self._last_lag = 0.0
         self._last_rebalance = 0.0
         self._cooldown: dict[TopicPartition, float] = {}
-        self._folder = Folder(self.spec, self.buckets.fine_seconds, config.max_value_bytes, config.fold_in_process)
+        self._folder = Folder(self.spec, self.buckets.fine_seconds, config.max_value_bytes)
         self._inflight: collections.deque[tuple[Future, list]] = collections.deque()
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.membership = Membership(
@@ -139,12 +139,7 @@ class IngestWorker:
                 max_poll_records=self.config.poll_records,
                 max_partition_fetch_bytes=max(1 << 20, self.config.max_value_bytes * 4),
                 fetch_max_bytes=max(50 << 20, self.config.max_value_bytes * 4),
-                # a group (re)join waits about half the session timeout: keep it short
-                session_timeout_ms=6_000,
-                heartbeat_interval_ms=1_000,
-                # also the rebalance timeout: how long a rebalance waits for a member that died
-                max_poll_interval_ms=20_000,
-            )
+            )  # partitions are assigned by ingest.membership; the group id only names committed offsets
             # dead letters carry the rejected value (up to max_value_bytes) plus headers
             self.producer = KafkaProducer(
                 **common, acks="all", linger_ms=5, max_request_size=self.config.max_value_bytes + (1 << 20)
@@ -371,7 +366,7 @@ class IngestWorker:
     def _flush_partition(self, tp: TopicPartition, buf: PartitionBuffer) -> bool:
         """Write one buffer; retry through Redis outages; drop it if the partition was taken over."""
         claim = self.claims[tp]
-        delay = 0.1
+        delay, attempts = 0.1, 0
         while True:
             try:
                 status = self.store.flush(
@@ -393,7 +388,9 @@ class IngestWorker:
             except (StreamNotFoundError, SpecMismatchError):
                 raise
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                if self.stop_event.is_set() and delay > 5:
+                attempts += 1
+                if self.stop_event.is_set() and attempts >= STOP_FLUSH_ATTEMPTS:
+                    # unflushed rows are not lost: the next owner re-reads them from Redis's offsets
                     raise SketchgenError(f"cannot flush to Redis while stopping: {exc}") from None
                 log.warning("Redis unavailable (%s); retrying flush in %.1fs", exc, delay)
                 time.sleep(delay)
@@ -413,8 +410,3 @@ class IngestWorker:
             self.metrics.sketch_records.set(self.store.total_count(self.config.stream))
         except (KafkaError, redis.RedisError) as exc:
             log.debug("lag update failed: %s", exc)
-
-
-def content_type(record) -> str:
-    """The record's content type (helper for tools)."""
-    return header_value(record.headers, "content-type")
