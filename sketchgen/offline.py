@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from learner.checkpoint import load_model_dir, save_model_dir
+from learner.checkpoint import Checkpoint, load_checkpoint, load_model_dir, save_model_dir
 from learner.generator import GeneratorConfig, parse_hidden
 from learner.trainer import TrainConfig, Trainer
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.features import FeatureMap
 from sketch_store.frequency_laws import LAWS
 from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, spec_from_pilot
+from sketch_store.redis_store import StreamNotFoundError
 from sketch_store.sketch import Sketch, load_sketch, save_sketch
 from sketchgen.datafiles import load_data, save_samples
 from sketchgen.plotting import plot_histograms
+from sketchgen.settings import Connections, add_connection_args
 
 log = logging.getLogger("sketchgen")
 
@@ -62,11 +64,12 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("sample", help="draw samples from a trained model")
-    p.add_argument("model", help="model directory written by `sketchgen fit`")
+    p = sub.add_parser("sample", help="draw samples from a trained model (a directory, or a stream's in Redis)")
+    p.add_argument("model", help="model directory written by `sketchgen fit`, or a stream name (latest checkpoint)")
     p.add_argument("-n", type=int, required=True, help="number of samples")
     p.add_argument("--out", required=True, help="output file (.npy or .csv), or - for CSV on stdout")
     p.add_argument("--seed", type=int, help="seed (default: random)")
+    add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("plot", help="2-D histograms of data and samples side by side (PNG)")
@@ -150,9 +153,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise DataError(f"-n must be >= 1, got {args.n}")
-    ckpt = load_model_dir(args.model)
+    ckpt = load_model_dir(args.model) if Path(args.model).exists() else stream_checkpoint(args)
     save_samples(args.out, ckpt.sample(args.n, seed=args.seed))
     return 0
+
+
+def stream_checkpoint(args: argparse.Namespace) -> Checkpoint:
+    """The latest checkpoint of stream ``args.model`` in Redis, verified against the stream's spec."""
+    from sketch_store.leadership import CheckpointStore
+    from sketchgen.streaming import open_store
+
+    conn = Connections.from_args(args)
+    try:
+        store = open_store(conn)
+        spec = store.get_spec(args.model)
+    except StreamNotFoundError:
+        raise SketchgenError(f"no model found at {args.model}: not a model directory, nor a stream in Redis") from None
+    except SketchgenError as exc:  # Redis unreachable or misconfigured
+        raise SketchgenError(f"no model found at {args.model}: not a model directory ({exc})") from None
+    stored = CheckpointStore(store.client, args.model).load()
+    if stored is None:
+        raise SketchgenError(f"stream {args.model!r} has no model checkpoint yet (is a learner running?)")
+    return load_checkpoint(stored.model, expected_fingerprint=spec.fingerprint)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

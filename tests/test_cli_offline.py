@@ -90,6 +90,12 @@ IN_PROCESS_ERRORS: dict[str, tuple[list[str], str]] = {
 }
 
 
+
+@pytest.fixture(autouse=True)
+def no_default_redis(monkeypatch):
+    """`sample NAME` may look for a stream in Redis: never let it reach a server these tests did not start."""
+    monkeypatch.setenv("SKETCHGEN_REDIS", "redis://127.0.0.1:1/0")
+
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
     """Run the whole offline pipeline once, plus the subprocess error cases, and return every result."""
