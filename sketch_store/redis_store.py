@@ -377,13 +377,26 @@ class SketchStore:
         """Sketch of the records whose timestamp lies in the last ``seconds`` (bucket-aligned)."""
         if not seconds > 0:
             raise SketchgenError(f"window must be > 0 seconds, got {seconds}")
+        return self.read_range(name, 0.0, seconds, now)
+
+    def read_range(self, name: str, newer_than: float, older_than: float, now: float | None = None) -> Sketch:
+        """Sketch of the buckets whose start lies between ``older_than`` and ``newer_than`` seconds ago.
+
+        ``read_range(name, 0, 60)`` is the last minute, ``read_range(name, 60, 660)`` the ten
+        minutes before it (the drift monitor compares the two). A bucket straddling the far edge
+        counts in full.
+        """
+        if not 0 <= newer_than < older_than:
+            raise SketchgenError(f"need 0 <= newer_than < older_than, got {newer_than}, {older_than}")
         now = time.time() if now is None else now
-        level = self._level_for(name, seconds)
+        level = self._level_for(name, older_than)
         res = self.bucket_config_cached(name).resolution(level)
         spec = self.get_spec(name)
         total = np.zeros(2 * spec.m)
         count = 0
-        for _start, vec, c in self._buckets(name, level, now - seconds - res + 1):
+        for start, vec, c in self._buckets(name, level, now - older_than - res + 1):
+            if newer_than > 0 and start > now - newer_than - res:
+                continue
             total += vec
             count += c
         return Sketch(total, count, spec.fingerprint)

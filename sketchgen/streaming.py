@@ -24,6 +24,7 @@ log = logging.getLogger("sketchgen")
 def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     """Register the streaming sub-commands."""
     add_up_command(sub)
+    add_learn_command(sub)
     p = sub.add_parser("create", help="create a stream (its sketch spec) in Redis")
     p.add_argument("name", help="stream name")
     p.add_argument("--dim", type=int, required=True, help="data dimension d")
@@ -81,6 +82,50 @@ def cmd_up(args: argparse.Namespace) -> int:
     from sketchgen.local_stack import run_up
 
     run_up(kafka_port=args.kafka_port, redis_port=args.redis_port, data_dir=args.data_dir)
+    return 0
+
+
+def add_learn_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("learn", help="keep a generator fitted to a stream's live sketch (leader or hot standby)")
+    p.add_argument("name", help="stream name")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port: /metrics /healthz /readyz /sample /status")
+    p.add_argument("--target", default="all", help="all, window:SECONDS or halflife:SECONDS (default all)")
+    p.add_argument("--steps-per-round", type=int, default=200, help="Adam steps per round (default 200)")
+    p.add_argument("--checkpoint-every", type=float, default=10.0, help="seconds between checkpoints (default 10)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if present")
+    p.add_argument("--lease-ttl", type=float, default=10.0, help="leader lease, seconds (default 10)")
+    p.add_argument("--drift-threshold", type=float, default=5.0, help="drift alarm threshold (default 5)")
+    add_connection_args(p, kafka=False)
+    p.set_defaults(func=cmd_learn)
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    import signal
+
+    from learner.http_api import serve
+    from learner.service import LearnConfig, LearnerService
+
+    config = LearnConfig(
+        stream=args.name, target=args.target, steps_per_round=args.steps_per_round,
+        checkpoint_every=args.checkpoint_every, device=args.device, lease_ttl=args.lease_ttl,
+        drift_threshold=args.drift_threshold,
+    )
+    service = LearnerService(config, open_store(Connections.from_args(args)))
+    try:
+        server = serve(service, args.port)
+    except OSError as exc:
+        raise SketchgenError(f"cannot serve HTTP on port {args.port}: {exc.strerror or exc}") from None
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s: checkpointing and stopping", signal.Signals(signum).name)
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        service.run()
+    finally:
+        server.shutdown()
     return 0
 
 

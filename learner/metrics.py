@@ -1,0 +1,47 @@
+"""Prometheus metrics of the learner service (names are a contract for dashboards and alerts).
+
+| metric | type | meaning |
+|---|---|---|
+| ``sketchgen_learner_loss`` | gauge | ‖z_data − z_gen‖² with the minibatch floor subtracted (last round's mean) |
+| ``sketchgen_learner_steps_total`` | counter | Adam steps |
+| ``sketchgen_learner_rounds_total`` | counter | training rounds (read sketch, K steps) |
+| ``sketchgen_learner_step_seconds`` | histogram | duration of one step |
+| ``sketchgen_learner_sketch_records`` | gauge | records in the target sketch |
+| ``sketchgen_learner_sketch_age_seconds`` | gauge | time since the stream's sketch last changed |
+| ``sketchgen_learner_checkpoints_total`` | counter | checkpoints written to Redis |
+| ``sketchgen_learner_is_leader`` | gauge | 1 when this replica holds the learner lease |
+| ``sketchgen_drift_score{window}`` | gauge | recent vs reference sketch distance over its null level |
+| ``sketchgen_drift_detected`` | gauge | 1 when the drift score exceeds the threshold |
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class LearnerMetrics:
+    """The learner's metrics in a private registry, labelled with the stream."""
+
+    def __init__(self, stream: str, drift_window: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r, lab = self.registry, {"stream": stream}
+        self.loss = Gauge("sketchgen_learner_loss", "Sketch loss minus its minibatch floor.", ["stream"],
+                          registry=r).labels(**lab)
+        self.steps = Counter("sketchgen_learner_steps", "Adam steps.", ["stream"], registry=r).labels(**lab)
+        self.rounds = Counter("sketchgen_learner_rounds", "Training rounds.", ["stream"], registry=r).labels(**lab)
+        self.step_seconds = Histogram(
+            "sketchgen_learner_step_seconds", "Duration of one training step.", ["stream"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        ).labels(**lab)
+        self.sketch_records = Gauge("sketchgen_learner_sketch_records", "Records in the target sketch.", ["stream"],
+                                    registry=r).labels(**lab)
+        self.sketch_age = Gauge("sketchgen_learner_sketch_age_seconds", "Seconds since the sketch last changed.",
+                                ["stream"], registry=r).labels(**lab)
+        self.checkpoints = Counter("sketchgen_learner_checkpoints", "Checkpoints written to Redis.", ["stream"],
+                                   registry=r).labels(**lab)
+        self.is_leader = Gauge("sketchgen_learner_is_leader", "1 when this replica holds the learner lease.",
+                               ["stream"], registry=r).labels(**lab)
+        self.drift_score = Gauge("sketchgen_drift_score", "Recent vs reference sketch distance over its null level.",
+                                 ["stream", "window"], registry=r).labels(stream=stream, window=drift_window)
+        self.drift_detected = Gauge("sketchgen_drift_detected", "1 when the drift score exceeds the threshold.",
+                                    ["stream"], registry=r).labels(**lab)

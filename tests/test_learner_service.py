@@ -1,0 +1,157 @@
+"""The learner service end to end: a spiral stream produced, ingested and learned, served over HTTP;
+bad requests; a standby taking over from a SIGKILLed leader; resuming from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from learner.evaluation import mmd_ratio
+from sketch_store.pilot import spec_from_pilot
+from sketch_store.redis_store import SketchStore, connect
+from sketchgen.datasets import make_dataset
+from sketchgen.local_stack import free_port
+from sketchgen.produce import ensure_topic
+
+pytestmark = pytest.mark.slow
+
+
+def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, {}  # not listening (yet)
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Proc:
+    """A `sketchgen` subprocess with its log in a file."""
+
+    def __init__(self, tmp, name: str, args: list[str]) -> None:
+        self.log_path = tmp / f"{name}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sketchgen", *args], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def spiral_stream(tmp_path_factory, kafka_server, redis_server):
+    """A spiral stream (spec from a pilot) fed with 20 000 rows and ingested by a real worker."""
+    tmp = tmp_path_factory.mktemp("learner")
+    name = f"spiral-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}-events"
+    store = SketchStore(connect(redis_server.url))
+    store.create_stream(spec_from_pilot(make_dataset("spiral", 5000, seed=1), m=1000, seed=0, name=name))
+    ensure_topic(kafka_server.bootstrap, topic, 2)
+    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, linger_ms=20)
+    for row in make_dataset("spiral", 20_000, seed=2):
+        producer.send(topic, json.dumps(row.tolist()).encode())
+    producer.flush()
+    producer.close()
+    worker = Proc(tmp, "ingest", ["ingest", name, "--topic", topic, "--kafka", kafka_server.bootstrap,
+                                  "--redis", redis_server.url, "--flush-ms", "200"])
+    try:
+        wait_for(lambda: store.total_count(name) == 20_000, 90, "the ingest of 20 000 rows")
+        yield tmp, name, store, redis_server.url
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+
+def learner(tmp, label: str, name: str, redis_url: str, port: int, ttl: float = 10.0) -> Proc:
+    return Proc(tmp, label, ["learn", name, "--port", str(port), "--redis", redis_url, "--lease-ttl", str(ttl),
+                             "--checkpoint-every", "2", "--steps-per-round", "100"])
+
+
+def test_learns_the_spiral_and_serves_it(spiral_stream):
+    tmp, name, _, redis_url = spiral_stream
+    port = free_port()
+    proc = learner(tmp, "learn-e2e", name, redis_url, port)
+    try:
+        start = time.monotonic()
+        wait_for(lambda: proc.proc.poll() is None and get(port, "/healthz")[0] == 200, 30, "/healthz")
+        fresh = make_dataset("spiral", 3000, seed=99)
+
+        def good_enough():
+            code, body = get(port, "/sample?n=3000")
+            return code == 200 and mmd_ratio(fresh, np.array(body["samples"])).ratio <= 3.0
+
+        wait_for(good_enough, 90 - (time.monotonic() - start), "an MMD ratio <= 3 within 90 s", step=5)
+        code, status = get(port, "/status")
+        assert code == 200 and status["leader"] and status["records"] == 20_000 and status["steps"] > 0
+        assert get(port, "/readyz")[0] == 200
+        # bad requests: 4xx with a message, and the service keeps serving
+        for query, expected in (("n=abc", 400), ("n=0", 400), ("n=100000000", 400)):
+            code, body = get(port, f"/sample?{query}")
+            assert code == expected and body["error"], (query, body)
+        assert get(port, "/nowhere")[0] == 404
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        for metric in ("sketchgen_learner_loss", "sketchgen_learner_steps_total", "sketchgen_learner_rounds_total",
+                       "sketchgen_learner_step_seconds", "sketchgen_learner_sketch_records",
+                       "sketchgen_learner_checkpoints_total", "sketchgen_drift_score",
+                       f'sketchgen_learner_is_leader{{stream="{name}"}} 1.0'):
+            assert metric in text, metric
+    finally:
+        assert proc.stop() == 0, proc.tail()
+
+
+def test_standby_takes_over_when_the_leader_is_killed_and_training_resumes(spiral_stream):
+    tmp, name, _, redis_url = spiral_stream
+    ttl = 3.0
+    pa, pb = free_port(), free_port()
+    a = learner(tmp, "learn-a", name, redis_url, pa, ttl)
+    wait_for(lambda: get(pa, "/status")[1].get("leader") if a.proc.poll() is None else None, 30, "a leads")
+    b = learner(tmp, "learn-b", name, redis_url, pb, ttl)
+    try:
+        wait_for(lambda: b.proc.poll() is None and get(pb, "/readyz")[0] == 200, 30, "the standby to be ready")
+        assert get(pb, "/status")[1]["leader"] is False
+        wait_for(lambda: get(pa, "/status")[1]["checkpoint_age_seconds"] is not None, 30, "a checkpoint")
+        steps_before = get(pa, "/status")[1]["steps"]
+        a.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: get(pb, "/status")[1]["leader"], ttl + 5, "the standby to take over")
+        assert time.monotonic() - killed <= ttl + 3
+        # it resumed from the checkpoint rather than from scratch
+        steps = wait_for(lambda: get(pb, "/status")[1]["steps"], 20, "training on b")
+        assert steps >= steps_before - 2 * 100 * 3, (steps, steps_before)  # at most ~a checkpoint interval lost
+        assert get(pb, "/sample?n=10")[0] == 200
+    finally:
+        a.stop(signal.SIGKILL)
+        assert b.stop() == 0, b.tail()
