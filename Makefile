@@ -31,9 +31,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/feature_throughput.py
 	$(BIN)/python bench/reproduce_paper.py
 
+DEMO_ARGS ?= --duration 90 --out demo.png
+
 demo: $(STAMP)
-	@echo "make demo arrives with the learner service (issue 4); meanwhile see the offline path in README.md"
-	@exit 1
+	$(BIN)/sketchgen demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

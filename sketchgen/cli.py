@@ -11,6 +11,7 @@ import logging
 import sys
 
 from sketch_store.errors import SketchgenError
+from sketchgen.demo import add_demo_command
 from sketchgen.offline import add_offline_commands
 from sketchgen.produce import add_produce_command
 from sketchgen.streaming import add_streaming_commands
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_offline_commands(sub)
     add_streaming_commands(sub)
     add_produce_command(sub)
+    add_demo_command(sub)
     return parser
 
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:  # kafka-python logs every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except SketchgenError as exc:

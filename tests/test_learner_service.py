@@ -155,3 +155,16 @@ def test_standby_takes_over_when_the_leader_is_killed_and_training_resumes(spira
     finally:
         a.stop(signal.SIGKILL)
         assert b.stop() == 0, b.tail()
+
+
+def test_demo_runs_and_ends_with_a_png(tmp_path):
+    port = free_port()
+    out = tmp_path / "demo.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "sketchgen", "demo", "--duration", "20", "--port", str(port), "--out", str(out)],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"http://127.0.0.1:{port}/sample" in result.stdout
+    assert "records" in result.stdout and f"wrote {out}" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
