@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 
 import numpy as np
 import torch
@@ -107,6 +108,7 @@ class LearnerService:
         self.sketch_records = 0.0
         self.drift: float | None = None
         self.standby_healthy = False
+        self._seen_checkpoint: tuple[float, int, str] | None = None
 
     # -- the loop --------------------------------------------------------------
 
@@ -210,10 +212,14 @@ class LearnerService:
         if self.is_leader:
             self._become(False)
         self.metrics.is_leader.set(0)
+        stored, seen = None, None
         try:
             stored = self.checkpoints.load()
+            seen = None if stored is None else (stored.saved, zlib.crc32(stored.model), stored.fingerprint)
             spec = self.store.get_spec(self.stream, refresh=True)
-            if stored is not None and stored.fingerprint == spec.fingerprint:
+            if stored is not None and seen != self._seen_checkpoint:
+                if stored.fingerprint != spec.fingerprint:
+                    raise CheckpointError(f"it was trained for spec {stored.fingerprint}, not {spec.fingerprint}")
                 ckpt = load_checkpoint(stored.model, expected_fingerprint=spec.fingerprint)
                 with self.lock:
                     self.served, self.trainer = ckpt, None
@@ -222,6 +228,8 @@ class LearnerService:
             log.error("refusing the stored checkpoint (%s); keeping the current model", exc)
         except StreamNotFoundError:
             self.standby_healthy = False
+        if seen is not None:
+            self._seen_checkpoint = seen  # look at each stored checkpoint (and each change to it) once
         self.stop_event.wait(min(1.0, self.config.lease_ttl / 3))
 
     def _update_drift(self) -> None:

@@ -24,7 +24,7 @@ import time
 
 import redis
 
-from sketch_store.errors import SketchgenError
+from sketch_store.errors import CheckpointError, SketchgenError
 from sketch_store.redis_keys import StreamKeys
 
 _RENEW = """
@@ -139,4 +139,4 @@ class CheckpointStore:
                 holder=text.get("holder", b"").decode(),
             )
         except (KeyError, ValueError) as exc:
-            raise SketchgenError(f"the checkpoint record of stream {self.keys.name!r} is malformed: {exc}") from None
+            raise CheckpointError(f"the checkpoint record of stream {self.keys.name!r} is malformed: {exc}") from None

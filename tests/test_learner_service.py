@@ -168,3 +168,25 @@ def test_demo_runs_and_ends_with_a_png(tmp_path):
     assert f"http://127.0.0.1:{port}/sample" in result.stdout
     assert "records" in result.stdout and f"wrote {out}" in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_corrupted_checkpoint_is_refused_and_the_standby_keeps_serving(spiral_stream):
+    tmp, name, store, redis_url = spiral_stream
+    pa, pb = free_port(), free_port()
+    a = learner(tmp, "learn-c1", name, redis_url, pa, ttl=20)
+    b = None
+    try:
+        wait_for(lambda: get(pa, "/status")[1].get("checkpoint_age_seconds") is not None, 40, "a's checkpoint")
+        b = learner(tmp, "learn-c2", name, redis_url, pb, ttl=20)
+        wait_for(lambda: get(pb, "/sample?n=5")[0] == 200, 30, "the standby serving the checkpoint")
+        a.proc.send_signal(signal.SIGSTOP)  # the leader stalls (it still holds the lease)
+        store.client.hset("{sg:" + name + "}:checkpoint", "model", b"\x00" * 64)
+        wait_for(lambda: "refusing the stored checkpoint" in b.tail(), 15, "the refusal in the standby's log")
+        code, body = get(pb, "/sample?n=100")
+        assert code == 200 and len(body["samples"]) == 100  # still serving the model it had
+        assert get(pb, "/status")[1]["leader"] is False
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+        a.stop(signal.SIGKILL)
+        if b is not None:
+            assert b.stop() == 0, b.tail()
