@@ -29,6 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/feature_throughput.py
+	$(BIN)/python bench/ingest_throughput.py --json-records 600000
 	$(BIN)/python bench/reproduce_paper.py
 
 DEMO_ARGS ?= --duration 90 --out demo.png

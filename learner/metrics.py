@@ -5,7 +5,7 @@
 | ``sketchgen_learner_loss`` | gauge | ‖z_data − z_gen‖² with the minibatch floor subtracted (last round's mean) |
 | ``sketchgen_learner_steps_total`` | counter | Adam steps |
 | ``sketchgen_learner_rounds_total`` | counter | training rounds (read sketch, K steps) |
-| ``sketchgen_learner_step_seconds`` | histogram | duration of one step |
+| ``sketchgen_learner_step_seconds`` | histogram | duration of one step (each round's mean, observed once per round) |
 | ``sketchgen_learner_sketch_records`` | gauge | records in the target sketch |
 | ``sketchgen_learner_sketch_age_seconds`` | gauge | time since the stream's sketch last changed |
 | ``sketchgen_learner_checkpoints_total`` | counter | checkpoints written to Redis |
@@ -30,7 +30,7 @@ class LearnerMetrics:
         self.steps = Counter("sketchgen_learner_steps", "Adam steps.", ["stream"], registry=r).labels(**lab)
         self.rounds = Counter("sketchgen_learner_rounds", "Training rounds.", ["stream"], registry=r).labels(**lab)
         self.step_seconds = Histogram(
-            "sketchgen_learner_step_seconds", "Duration of one training step.", ["stream"], registry=r,
+            "sketchgen_learner_step_seconds", "Duration of a training step (a round's mean).", ["stream"], registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         ).labels(**lab)
         self.sketch_records = Gauge("sketchgen_learner_sketch_records", "Records in the target sketch.", ["stream"],
