@@ -226,3 +226,26 @@ def test_sigkill_and_restart_resumes_from_the_checkpoint(spiral_stream):
         assert "resumed from the checkpoint" in second.tail()
     finally:
         assert second.stop() == 0, second.tail()
+
+
+def test_a_recreated_stream_restarts_training_instead_of_mixing_specs(tmp_path, redis_server):
+    from sketch_store.sketch import Sketch
+
+    store = SketchStore(connect(redis_server.url))
+    name = f"respec-{uuid.uuid4().hex[:8]}"
+    data = make_dataset("circle", 5000, seed=3)
+    spec = spec_from_pilot(data, m=200, seed=0, name=name)
+    store.create_stream(spec)
+    sketch = Sketch.from_data(spec, data)
+    store.flush(name, store.claim(name, "t", 0), 0, 5000, sketch.total, sketch.count)
+    port = free_port()
+    proc = learner(tmp_path, "learn-respec", name, redis_server.url, port)
+    try:
+        wait_for(lambda: get(port, "/readyz")[0] == 200, 60, "a model for the first spec")
+        store.create_stream(spec_from_pilot(data, m=200, seed=1, name=name), replace=True)  # empty, new spec
+        wait_for(lambda: "spec changed" in proc.tail(), 30, "the learner to notice the new spec")
+        # no model for the new spec yet: not ready, and the old spec's model is not served
+        wait_for(lambda: get(port, "/readyz")[0] == 503, 10, "/readyz 503")
+        assert get(port, "/sample?n=5")[0] == 503
+    finally:
+        assert proc.stop() == 0, proc.tail()
