@@ -236,7 +236,7 @@ class LearnerService:
             recent = self.store.read_range(self.stream, 0, self.config.drift_recent)
             reference = self.store.read_range(self.stream, self.config.drift_recent,
                                               self.config.drift_recent + self.config.drift_reference)
-            updated = self.store.state(self.stream).updated
+            updated = self.store.last_updated(self.stream)
         except SketchgenError as exc:
             log.debug("drift update failed: %s", exc)
             return
@@ -262,9 +262,9 @@ class LearnerService:
         raise SketchgenError("no model yet: the stream has no data, or training has not started")
 
     def status(self) -> dict[str, object]:
-        stored = None
+        saved = None
         try:
-            stored = self.checkpoints.load()
+            saved = self.checkpoints.saved_at()
         except SketchgenError:
             pass
         return {
@@ -275,7 +275,7 @@ class LearnerService:
             "steps": self.trainer.steps if self.trainer is not None else None,
             "leader": self.is_leader,
             "lease_holder": self.lease.current_holder(),
-            "checkpoint_age_seconds": None if stored is None else round(stored.age_seconds, 3),
+            "checkpoint_age_seconds": None if saved is None else round(max(0.0, time.time() - saved), 3),
             "drift_score": self.drift,
             "target": self.config.target,
         }

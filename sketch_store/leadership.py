@@ -123,6 +123,14 @@ class CheckpointStore:
         if not ok:
             raise LeaseLostError(f"not writing the checkpoint: {lease.holder} no longer holds the learner lease")
 
+    def saved_at(self) -> float | None:
+        """When the latest checkpoint was written (Unix time), without reading the model; None if none."""
+        raw = self.client.hget(self.keys.checkpoint, "saved")
+        try:
+            return float(raw) if raw else None
+        except ValueError:
+            raise CheckpointError(f"the checkpoint record of stream {self.keys.name!r} is malformed") from None
+
     def load(self) -> StoredCheckpoint | None:
         """The latest checkpoint, or None if the stream has none yet."""
         raw = self.client.hgetall(self.keys.checkpoint)

@@ -342,6 +342,11 @@ class SketchStore:
         updated = float(reply[1]) if reply[1] else None
         return StreamState(spec, Sketch(total, count, spec.fingerprint), parts, updated)
 
+    def last_updated(self, name: str) -> float | None:
+        """When the stream's sketch last changed (a flush), as a Unix time; None if never."""
+        raw = self.client.hget(StreamKeys(name).meta, "updated")
+        return float(raw) if raw else None
+
     def total_count(self, name: str) -> int:
         """Records in the all-time sketch (counts only; cheap enough for a metric)."""
         keys = StreamKeys(name)

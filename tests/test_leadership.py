@@ -122,3 +122,13 @@ def test_cli_samples_a_streams_latest_checkpoint(client, redis_server, tmp_path,
     assert len(err) == 1 and "trained for spec" in err[0]
     assert main(["sample", "no-such-stream", "-n", "5", "--out", str(tmp_path / "x.npy"), "--redis",
                  redis_server.url]) == 2
+
+
+def test_saved_at_reads_the_time_without_the_model(client):
+    name = stream()
+    store = CheckpointStore(client, name)
+    assert store.saved_at() is None
+    lease = Lease(client, name, "a", ttl=5)
+    assert lease.acquire()
+    store.save(lease, b"model", "fp", steps=1, sketch_count=1)
+    assert store.saved_at() == store.load().saved

@@ -209,3 +209,12 @@ def test_the_same_store_works_on_valkey(tmp_path):
         np.testing.assert_allclose(store.read_total("s").total, a.merge(b).total, rtol=1e-14)
         assert store.read_window("s", 60).count == 50
         client.close()
+
+
+def test_last_updated_follows_flushes(store):
+    spec = make_spec()
+    store.create_stream(spec)
+    assert store.last_updated("s") is None
+    d = delta(spec, 3, 0)
+    store.flush("s", store.claim("s", "t", 0), 0, 3, d.total, d.count, now=1234.5)
+    assert store.last_updated("s") == 1234.5 == store.state("s").updated
