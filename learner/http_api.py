@@ -7,6 +7,14 @@
 | ``/readyz`` | 200 when leading with a model, or a healthy standby; 503 otherwise |
 | ``/sample?n=N`` | ``{"samples": [[…], …]}`` in the data's units; 400 on a bad ``n`` (1 ≤ n ≤ the cap) |
 | ``/status`` | JSON: stream, records, loss, rounds, steps, leader, checkpoint age, drift |
+| ``/`` | the live page (``learner/web/``; static files under ``/static/``): samples, loss, drift, records, state |
+| ``/history?since=T`` | JSON: state now (leader, lease holder, records, records/s, spec d/m/law/σ, loss, drift, \
+threshold) and ``points``, the per-loop history (time, loss, floor, drift, threshold, records, leader, round, \
+steps) newer than Unix time ``T`` (all held points without it). A ring buffer of ``LearnConfig.history_size`` \
+points (2000): memory and payload are bounded. |
+| ``/density?n=N&x=I&y=J&bins=B`` | JSON: ``N`` samples (default 10 000, ≤ the cap) binned server-side, never sent \
+raw: a ``B × B`` histogram (default 64, 2 ≤ B ≤ 200) of coordinates ``I``, ``J`` (default 0, 1) and a ``B``-bin \
+histogram per coordinate (the first 32 and the pair); 400 on bad values, 503 with no model yet |
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from learner.page import MAX_BINS, asset, density_payload
 from learner.service import LearnerService
 from sketch_store.errors import SketchgenError
 
@@ -49,14 +58,18 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/healthz":
                 self._json(200, {"ok": True})
             elif url.path == "/readyz":
-                ready = (service.is_leader and service.has_model()) or (
-                    not service.is_leader and service.standby_healthy
-                )
+                ready = service.ready()
                 self._json(200 if ready else 503, {"ready": ready, "leader": service.is_leader})
             elif url.path == "/status":
                 self._json(200, service.status())
             elif url.path == "/sample":
                 self._sample(parse_qs(url.query))
+            elif url.path in ("/", "/index.html") or url.path.startswith("/static/"):
+                self._asset(url.path.rpartition("/")[2] or "index.html")
+            elif url.path == "/history":
+                self._history(parse_qs(url.query))
+            elif url.path == "/density":
+                self._density(parse_qs(url.query))
             else:
                 self._json(404, {"error": f"no such endpoint {url.path}"})
 
@@ -78,6 +91,58 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
                 return
             self._json(200, {"samples": samples.tolist()})
 
+        def _asset(self, name: str) -> None:
+            try:
+                body, ctype = asset(name)
+            except KeyError:
+                self._json(404, {"error": f"no such file {name!r}"})
+                return
+            self._send(200, body, ctype)
+
+        def _int(self, query: dict[str, list[str]], name: str, default: int | None, lo: int, hi: int) -> int | None:
+            """Query parameter ``name`` as an int in [lo, hi]; on a bad value answers 400 and raises ValueError."""
+            raw = query.get(name, [None])[-1]
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                value = None
+            if value is None or not lo <= value <= hi:
+                self._json(400, {"error": f"{name} must be an integer between {lo} and {hi}, got {raw!r}"})
+                raise ValueError(name)
+            return value
+
+        def _history(self, query: dict[str, list[str]]) -> None:
+            raw = query.get("since", [""])[-1]
+            try:
+                since = float(raw) if raw else None
+            except ValueError:
+                self._json(400, {"error": f"since must be a Unix time, got {raw!r}"})
+                return
+            self._json(200, service.history_payload(since))
+
+        def _density(self, query: dict[str, list[str]]) -> None:
+            d = service.spec_summary()["d"]
+            assert isinstance(d, int)
+            try:
+                n = self._int(query, "n", min(10_000, service.config.max_sample), 1, service.config.max_sample)
+                bins = self._int(query, "bins", 64, 2, MAX_BINS)
+                x = self._int(query, "x", 0, 0, d - 1)
+                y = self._int(query, "y", 1 if d > 1 else None, 0, d - 1)
+            except ValueError:
+                return
+            assert n is not None and bins is not None and x is not None
+            if d > 1 and (y is None or y == x):
+                self._json(400, {"error": f"x and y must be two different coordinates of 0..{d - 1}"})
+                return
+            try:
+                samples = service.sample(n)
+            except SketchgenError as exc:
+                self._json(503, {"error": str(exc)})
+                return
+            self._json(200, density_payload(samples, x, y if d > 1 else None, bins))
+
     return Handler
 
 
@@ -86,5 +151,6 @@ def serve(service: LearnerService, port: int, host: str = "0.0.0.0") -> Threadin
     server = ThreadingHTTPServer((host, port), make_handler(service))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="sketchgen-http", daemon=True).start()
-    log.info("learner HTTP on http://%s:%d (/metrics /healthz /readyz /sample /status)", host, server.server_port)
+    log.info("learner HTTP on http://%s:%d (/ /history /density /metrics /healthz /readyz /sample /status)", host,
+             server.server_port)
     return server

@@ -21,11 +21,13 @@ import uuid
 import zlib
 
 import numpy as np
+import redis
 import torch
 
 from learner.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, restore_trainer
 from learner.drift import drift_score
 from learner.generator import GeneratorConfig
+from learner.history import DEFAULT_MAXLEN, History, HistoryPoint
 from learner.metrics import LearnerMetrics
 from learner.trainer import TrainConfig, Trainer
 from sketch_store.errors import CheckpointError, SketchgenError
@@ -35,6 +37,9 @@ from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
+
+#: Steps trained under the model lock at a time (between slices: HTTP samples, lease renewal).
+SLICE_STEPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +58,7 @@ class LearnConfig:
     drift_reference: float = 600.0
     drift_threshold: float = 5.0
     max_sample: int = 100_000
+    history_size: int = DEFAULT_MAXLEN  # points kept for /history (a ring buffer)
 
     def __post_init__(self) -> None:
         parse_target(self.target)
@@ -60,6 +66,8 @@ class LearnConfig:
             raise SketchgenError("--steps-per-round, --checkpoint-every and the lease TTL must be positive")
         if self.device not in ("auto", "cpu", "cuda"):
             raise SketchgenError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.history_size < 1:
+            raise SketchgenError(f"the history size must be at least 1, got {self.history_size}")
 
     @property
     def torch_device(self) -> str:
@@ -108,7 +116,13 @@ class LearnerService:
         self.sketch_records = 0.0
         self.drift: float | None = None
         self.standby_healthy = False
+        self.reachable = True  # False while Redis or the stream cannot be read (not ready, retrying)
+        self.lease_holder: str | None = None
+        self.checkpoint_saved: float | None = None
         self._seen_checkpoint: tuple[float, int, str] | None = None
+        self.history = History(config.history_size)
+        self.ingested: int | None = None  # records in the stream's all-time sketch
+        self._round_losses: tuple[float, float] | None = None  # (loss, floor) of a round not yet in the history
 
     # -- the loop --------------------------------------------------------------
 
@@ -118,19 +132,48 @@ class LearnerService:
         try:
             while not self.stop_event.is_set():
                 try:
-                    if self.lease.acquire():
-                        self._lead()
-                    else:
-                        self._stand_by()
-                except (LeaseLostError, CheckpointError) as exc:
-                    log.warning("%s", exc)
-                self._update_drift()
+                    self._tick()
+                except (StreamNotFoundError, redis.RedisError) as exc:
+                    self._unreachable(exc)
         finally:
-            if self.is_leader:
-                self._checkpoint()
-                self.lease.release()
+            self._let_go()
             self.metrics.is_leader.set(0)
             log.info("learner stopped")
+
+    def _tick(self) -> None:
+        """One round as leader or one look as standby, then the drift and status figures."""
+        try:
+            if self.lease.acquire():
+                self._lead()
+            else:
+                self._stand_by()
+        except (LeaseLostError, CheckpointError) as exc:
+            log.warning("%s", exc)
+        self._update_drift()
+        self.lease_holder = self.lease.current_holder()
+        self.checkpoint_saved = self.checkpoints.saved_at()
+        self._record_history()
+        if not self.reachable:
+            log.info("stream %s is reachable again", self.stream)
+            self.reachable = True
+
+    def _unreachable(self, exc: Exception) -> None:
+        """Redis or the stream is gone: not ready, keep serving the current model, retry."""
+        if self.reachable:
+            what = "stream not found" if isinstance(exc, StreamNotFoundError) else "cannot reach Redis"
+            log.error("%s (%s): not ready; serving the current model and retrying", what, exc)
+            self.reachable = False
+        self.stop_event.wait(1.0)
+
+    def _let_go(self) -> None:
+        """On stop: a leader writes a last checkpoint and releases the lease, if Redis lets it."""
+        if not self.is_leader:
+            return
+        try:
+            self._checkpoint()
+            self.lease.release()
+        except (SketchgenError, redis.RedisError) as exc:
+            log.warning("could not checkpoint or release the lease on stop: %s", exc)
 
     def _become(self, leader: bool) -> None:
         if leader != self.is_leader:
@@ -149,23 +192,48 @@ class LearnerService:
         if sketch.count == 0:
             self.stop_event.wait(1.0)
             return
-        assert self.trainer is not None
         with self.lock:
+            assert self.trainer is not None
             self.trainer.set_target(sketch)
-            start = time.perf_counter()
-            result = self.trainer.train(steps=self.config.steps_per_round)
-            elapsed = time.perf_counter() - start
+        start = time.perf_counter()
+        corrected = self._train_round()
+        elapsed = time.perf_counter() - start
+        loss = float(np.mean(corrected[-max(1, len(corrected) // 10) :]))  # the round's last 10 %
         self.rounds += 1
-        self.last_loss = result.corrected_loss
-        self.metrics.loss.set(result.corrected_loss)
-        self.metrics.steps.inc(result.steps)
+        self.last_loss = loss
+        floor = self.trainer.last.floor if self.trainer is not None and self.trainer.last is not None else 0.0
+        self._round_losses = (loss + floor, floor)  # the plain loss and its floor, for the history
+        self.metrics.loss.set(loss)
+        self.metrics.steps.inc(len(corrected))
         self.metrics.rounds.inc()
-        self.metrics.step_seconds.observe(elapsed / result.steps)  # the round's mean step time
+        self.metrics.step_seconds.observe(elapsed / len(corrected))  # the round's mean step time
+        self._renew_or_step_down()
+        if time.monotonic() - self.last_checkpoint >= self.config.checkpoint_every:
+            self._checkpoint()
+
+    def _train_round(self) -> list[float]:
+        """K steps in slices of :data:`SLICE_STEPS`; returns each step's floor-corrected loss.
+
+        Between slices the lock is free (``/sample`` never waits for a whole round) and the
+        lease is renewed whenever a third of its TTL has passed, so a round longer than the
+        TTL (a slow or busy machine) does not lose the lease.
+        """
+        corrected: list[float] = []
+        renewed = time.monotonic()
+        while len(corrected) < self.config.steps_per_round:
+            n = min(SLICE_STEPS, self.config.steps_per_round - len(corrected))
+            with self.lock:
+                assert self.trainer is not None
+                self.trainer.train(steps=n, callback=lambda _step, value: corrected.append(value.corrected))
+            if time.monotonic() - renewed >= self.config.lease_ttl / 3:
+                self._renew_or_step_down()
+                renewed = time.monotonic()
+        return corrected
+
+    def _renew_or_step_down(self) -> None:
         if not self.lease.renew():
             self._become(False)
             raise LeaseLostError("lost the learner lease during a round; standing by")
-        if time.monotonic() - self.last_checkpoint >= self.config.checkpoint_every:
-            self._checkpoint()
 
     def _new_trainer(self, spec: SketchSpec) -> None:
         gconf = self.config.generator or GeneratorConfig(latent=10, hidden=(128, 128, 128), output=spec.d)
@@ -237,6 +305,7 @@ class LearnerService:
             reference = self.store.read_range(self.stream, self.config.drift_recent,
                                               self.config.drift_recent + self.config.drift_reference)
             updated = self.store.last_updated(self.stream)
+            self.ingested = self.store.total_count(self.stream)
         except SketchgenError as exc:
             log.debug("drift update failed: %s", exc)
             return
@@ -247,7 +316,23 @@ class LearnerService:
         if updated is not None:
             self.metrics.sketch_age.set(max(0.0, time.time() - updated))
 
+    def _record_history(self) -> None:
+        """Append this loop's point (loss and floor only when a round ran since the last point)."""
+        loss, floor = self._round_losses or (None, None)
+        self._round_losses = None
+        self.history.record(HistoryPoint(
+            time=time.time(), records=float(self.ingested or 0), leader=self.is_leader, loss=loss, floor=floor,
+            drift=self.drift, threshold=self.config.drift_threshold, round=self.rounds,
+            steps=self.trainer.steps if self.trainer is not None else None,
+        ))
+
     # -- what HTTP reads ------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Ready: the stream is reachable and this replica leads with a model or is a healthy standby."""
+        if not self.reachable:
+            return False
+        return self.has_model() if self.is_leader else self.standby_healthy
 
     def has_model(self) -> bool:
         return (self.trainer is not None and self.trainer.target is not None) or self.served is not None
@@ -262,11 +347,8 @@ class LearnerService:
         raise SketchgenError("no model yet: the stream has no data, or training has not started")
 
     def status(self) -> dict[str, object]:
-        saved = None
-        try:
-            saved = self.checkpoints.saved_at()
-        except SketchgenError:
-            pass
+        """The ``/status`` JSON, from figures the loop keeps (no Redis call: it answers during outages)."""
+        saved = self.checkpoint_saved
         return {
             "stream": self.stream,
             "records": self.sketch_records,
@@ -274,8 +356,50 @@ class LearnerService:
             "rounds": self.rounds,
             "steps": self.trainer.steps if self.trainer is not None else None,
             "leader": self.is_leader,
-            "lease_holder": self.lease.current_holder(),
+            "lease_holder": self.lease_holder,
+            "reachable": self.reachable,
             "checkpoint_age_seconds": None if saved is None else round(max(0.0, time.time() - saved), 3),
             "drift_score": self.drift,
             "target": self.config.target,
+        }
+
+    def spec_summary(self) -> dict[str, object]:
+        """The stream's spec in brief (d, m, law, σ as a number or per-dimension values), from the cache."""
+        spec = self.store.get_spec(self.stream)
+        sigma = spec.sigma
+        return {
+            "name": spec.name or self.stream,
+            "d": spec.d,
+            "m": spec.m,
+            "law": spec.law,
+            "sigma": float(sigma) if sigma.ndim == 0 else [float(v) for v in sigma],
+            "scale_method": spec.scale_method,
+            "fingerprint": spec.fingerprint,
+        }
+
+    def history_payload(self, since: float | None = None) -> dict[str, object]:
+        """The ``/history`` JSON: the state now, the spec summary, and the held points newer than ``since``.
+
+        Built from figures the loop keeps (no Redis call), so it answers during outages too.
+        """
+        return {
+            "stream": self.stream,
+            "now": time.time(),
+            "maxlen": self.history.maxlen,
+            "leader": self.is_leader,
+            "holder": self.holder,
+            "lease_holder": self.lease_holder,
+            "reachable": self.reachable,
+            "target": self.config.target,
+            "spec": self.spec_summary(),
+            "records": self.ingested,
+            "target_records": self.sketch_records,
+            "rate": self.history.rate(),
+            "rounds": self.rounds,
+            "steps": self.trainer.steps if self.trainer is not None else None,
+            "loss": self.last_loss,
+            "drift": self.drift,
+            "threshold": self.config.drift_threshold,
+            "has_model": self.has_model(),
+            "points": self.history.points(since),
         }
