@@ -16,6 +16,7 @@ const $ = (id) => document.getElementById(id);
 function fmt(v, digits = 3) {
   if (v === null || v === undefined || !Number.isFinite(v)) return "–";
   const a = Math.abs(v);
+  if (Number.isInteger(v) && a < 1e12) return v.toLocaleString("en");
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(digits - 1);
   return Number(v.toPrecision(digits)).toLocaleString("en");
 }
@@ -54,7 +55,8 @@ function rampColor(t) {
   return RAMP[i].map((c, k) => Math.round(c + f * (RAMP[i + 1][k] - c)));
 }
 
-// A line chart of time series. series: [{label, color, data: [[t, v], ...], dash}]; opts.log for a log y axis.
+// A line chart of time series. series: [{label, color, data: [[t, v], ...], dash}];
+// opts.log: a log y axis; opts.zero: the y axis includes 0. data-points counts the first series' drawn points.
 function lineChart(canvas, series, opts = {}) {
   const { ctx, w, h } = prepare(canvas);
   const pad = { l: 52, r: 8, t: 16, b: 18 };
@@ -71,9 +73,10 @@ function lineChart(canvas, series, opts = {}) {
   }
   const now = Date.now() / 1000;
   let t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(now, ...all.map((p) => p[0]));
-  if (t1 - t0 < 10) t0 = t1 - 10;
+  if (t1 - t0 < 60) t0 = t1 - 60; // at least a minute, so that a young history does not fill the width
   let y0 = Math.min(...all.map((p) => tf(p[1]))), y1 = Math.max(...all.map((p) => tf(p[1])));
-  if (!(y1 > y0)) { y0 -= 0.5; y1 += 0.5; }
+  if (opts.zero) { y0 = Math.min(0, y0); y1 = Math.max(0, y1); }
+  if (!(y1 > y0)) { const d = Math.max(Math.abs(y0) * 0.05, 0.5); y0 -= d; y1 += d; }
   const X = (t) => pad.l + ((t - t0) / (t1 - t0)) * (w - pad.l - pad.r);
   const Y = (v) => h - pad.b - ((tf(v) - y0) / (y1 - y0)) * (h - pad.t - pad.b);
   // y ticks
@@ -84,7 +87,7 @@ function lineChart(canvas, series, opts = {}) {
     ctx.fillText(fmt(opts.log ? 10 ** yv : yv, 2), pad.l - 4, py + 4);
   }
   ctx.textAlign = "left";
-  ctx.fillText(`${fmt((t1 - t0) / 60, 2)} min`, pad.l + 2, h - 4);
+  ctx.fillText(`−${fmt((t1 - t0) / 60, 2)} min`, pad.l + 2, h - 4);
   ctx.textAlign = "right";
   ctx.fillText("now", w - pad.r, h - 4);
   // series
@@ -152,6 +155,8 @@ function drawDensity(canvas, d) {
   canvas.dataset.total = String(total);
   canvas.dataset.cells = String(cells);
   canvas.dataset.n = String(d.n);
+  canvas.dataset.x = String(d.x);
+  canvas.dataset.y = String(d.y);
 }
 
 function drawMarginals(box, d) {
@@ -224,10 +229,10 @@ function drawHistory() {
     { label: "drift score", color: COLORS.drift, data: driftPts },
     { label: `threshold ${fmt(thr)}`, color: COLORS.threshold, data: pts.map((p) => [p.time, p.threshold]),
       dash: [6, 3] },
-  ]);
+  ], { zero: true });
   lineChart($("records-chart"), [
     { label: "records", color: COLORS.records, data: pts.map((p) => [p.time, p.records]) },
-  ]);
+  ], { zero: true });
 }
 
 async function refreshHistory() {
