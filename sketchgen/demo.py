@@ -2,9 +2,9 @@
 
 Starts Tansu and Redis on free ports, creates a stream from a pilot sample of a dataset,
 produces a live stream into Kafka, runs one ingest worker and one learner as child
-processes (``sketchgen ingest`` / ``sketchgen learn``), prints where metrics, status and
-samples are and then progress every few seconds, and at the end writes a data-vs-samples
-PNG and stops everything.
+processes (``sketchgen ingest`` / ``sketchgen learn``), prints the live page's URL first, then
+where metrics, status and samples are and progress every few seconds, and at the end writes a
+data-vs-samples PNG and stops everything.
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     name, topic = f"demo-{args.dataset}", f"demo-{args.dataset}"
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"sketchgen demo: open {base}/ to watch the generator learn (the live page; up in a few seconds)",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="sketchgen-demo-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
         store = SketchStore(connect(stack.redis_url))
         spec = spec_from_pilot(make_dataset(args.dataset, 5000, seed=0), name=name)
@@ -100,8 +103,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         producer = threading.Thread(target=_produce, args=(stack.bootstrap, topic, args.dataset, args.rate, stop),
                                     daemon=True)
         producer.start()
-        base = f"http://127.0.0.1:{args.port}"
-        print(f"sketchgen demo: stream {name!r} ({spec.describe()})", flush=True)
+        print(f"  stream {name!r} ({spec.describe()})", flush=True)
         print(f"  status   {base}/status\n  samples  {base}/sample?n=1000\n  metrics  {base}/metrics", flush=True)
         print(f"  Kafka {stack.bootstrap}, Redis {stack.redis_url}; Ctrl-C to stop", flush=True)
         start = time.monotonic()

@@ -95,6 +95,7 @@ def add_learn_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if present")
     p.add_argument("--lease-ttl", type=float, default=10.0, help="leader lease, seconds (default 10)")
     p.add_argument("--drift-threshold", type=float, default=5.0, help="drift alarm threshold (default 5)")
+    p.add_argument("--history-size", type=int, default=2000, help="points kept for /history and the live page")
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_learn)
 
@@ -108,7 +109,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     config = LearnConfig(
         stream=args.name, target=args.target, steps_per_round=args.steps_per_round,
         checkpoint_every=args.checkpoint_every, device=args.device, lease_ttl=args.lease_ttl,
-        drift_threshold=args.drift_threshold,
+        drift_threshold=args.drift_threshold, history_size=args.history_size,
     )
     service = LearnerService(config, open_store(Connections.from_args(args)))
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -80,6 +82,12 @@ def test_non_finite_values_become_null_and_bad_sizes_are_refused():
         History(maxlen=0)
     with pytest.raises(SketchgenError):
         LearnConfig(stream="s", history_size=0)
+
+
+def test_learn_refuses_a_bad_history_size():
+    proc = subprocess.run([sys.executable, "-m", "sketchgen", "learn", "s", "--history-size", "0", "--redis",
+                           "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "history size must be at least 1" in proc.stderr, proc.stderr
 
 
 def get_json(port: int, path: str) -> tuple[int, bytes]:

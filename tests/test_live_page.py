@@ -146,7 +146,7 @@ def spiral_learner(tmp_path_factory, kafka_server, redis_server):
                                   "--redis", redis_server.url, "--flush-ms", "200"])
     port = free_port()
     learner = Proc(tmp, "learn", ["learn", name, "--port", str(port), "--redis", redis_server.url,
-                                  "--checkpoint-every", "5", "--steps-per-round", "50"])
+                                  "--checkpoint-every", "5", "--steps-per-round", "50", "--history-size", "500"])
     try:
         wait_for(lambda: store.total_count(name) == 20_000, 90, "the ingest of 20 000 rows")
 
@@ -172,6 +172,7 @@ def test_density_endpoint_bins_100k_samples_server_side(spiral_learner):
     assert counts.shape == (64, 64)
     assert counts.sum() + d["outside"] == 100_000 and d["outside"] < 1000
     assert [m["dim"] for m in d["marginals"]] == [0, 1]
+    assert json.loads(fetch(port, "/history")[1])["maxlen"] == 500  # --history-size
     assert all(sum(m["counts"]) > 99_000 for m in d["marginals"])
     code, raw = fetch(port, "/sample?n=100000")
     assert code == 200
@@ -293,3 +294,29 @@ def test_page_pair_selector_for_a_3d_stream(learner_3d, browser):
     assert int(dom(browser, "#density", "data-total")) > 9_000  # the default n = 10 000
     assert dom(browser, "body", "data-error") == ""
     assert console_errors(browser) == []
+
+
+def test_demo_prints_the_page_url_first_and_serves_it(tmp_path):
+    port = free_port()
+    out, err = tmp_path / "demo.out", tmp_path / "demo.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        demo = subprocess.Popen([sys.executable, "-m", "sketchgen", "demo", "--duration", "20", "--port", str(port),
+                                 "--out", str(tmp_path / "demo.png")], stdout=stdout, stderr=stderr,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            first = wait_for(lambda: out.read_text().partition("\n")[0] if "\n" in out.read_text() else None, 60,
+                             "the demo's first line")
+            assert f"http://127.0.0.1:{port}/ " in first, first
+
+            def served() -> bytes | None:
+                code, body = fetch(port, "/")
+                return body if code == 200 else None
+
+            page = wait_for(served, 90, "the page")
+            assert b'<canvas id="density"' in page and b"/static/app.js" in page
+            assert demo.wait(180) == 0, err.read_text()[-3000:]
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(30)
+    assert (tmp_path / "demo.png").stat().st_size > 0
