@@ -146,9 +146,27 @@ def test_history_endpoint_stays_at_maxlen_over_many_rounds(redis_server):
         code, body = get_json(port, f"/history?since={newest}")
         assert code == 200 and all(p["time"] > newest for p in json.loads(body)["points"])
         assert get_json(port, "/history?since=yesterday")[0] == 400
+        assert_standby_history(store, config)
     finally:
         service.stop_event.set()
         loop.join(30)
         server.shutdown()
         server.server_close()
     assert not loop.is_alive()
+
+
+def assert_standby_history(store: SketchStore, config: LearnConfig) -> None:
+    """A second replica of the same stream stands by; its history has points too (records, no loss)."""
+    standby = LearnerService(config, store)
+    loop = threading.Thread(target=standby.run, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(standby.history) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        hist = standby.history_payload()
+        assert len(hist["points"]) >= 3 and hist["leader"] is False
+        assert all(p["leader"] is False and p["loss"] is None and p["records"] == 500 for p in hist["points"])
+    finally:
+        standby.stop_event.set()
+        loop.join(30)
