@@ -320,3 +320,33 @@ def test_demo_prints_the_page_url_first_and_serves_it(tmp_path):
                 demo.kill()
                 demo.wait(30)
     assert (tmp_path / "demo.png").stat().st_size > 0
+
+
+def test_page_for_a_1d_stream_shows_the_marginal(redis_server, browser):
+    name = f"page1d-{uuid.uuid4().hex[:8]}"
+    data = np.random.default_rng(1).normal(2.0, 0.5, size=(3000, 1))
+    store = SketchStore(connect(redis_server.url))
+    store.create_stream(spec_from_pilot(data[:1000], m=100, seed=0, name=name))
+    sketch = Sketch.from_data(store.get_spec(name), data)
+    store.flush(name, store.claim(name, "t", 0), 0, len(data), sketch.total, sketch.count)
+    config = LearnConfig(stream=name, steps_per_round=20, checkpoint_every=3600, device="cpu",
+                         generator=GeneratorConfig(latent=2, hidden=(16,), output=1))
+    service = LearnerService(config, store)
+    server = serve(service, 0, host="127.0.0.1")
+    loop = threading.Thread(target=service.run, daemon=True)
+    loop.start()
+    try:
+        wait_for(lambda: service.has_model(), 60, "a model")
+        code, body = fetch(server.server_port, "/density?n=5000")
+        assert code == 200 and json.loads(body)["counts"] is None and json.loads(body)["y"] is None
+        console_errors(browser)
+        browser.get(f"http://127.0.0.1:{server.server_port}/?refresh=1000")
+        wait_for(lambda: int(dom(browser, "body", "data-density-refreshes") or 0) >= 1, 60, "the samples plot")
+        assert dom(browser, "#marginals", "data-count") == "1"
+        assert int(dom(browser, "#marginals canvas", "data-total")) > 9_900
+        assert dom(browser, "body", "data-error") == "" and console_errors(browser) == []
+    finally:
+        service.stop_event.set()
+        loop.join(30)
+        server.shutdown()
+        server.server_close()
