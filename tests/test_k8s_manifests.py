@@ -560,18 +560,45 @@ def test_the_dev_redis_command_starts_a_redis_with_aof_and_the_password(rendered
         proc.wait(10)
 
 
+def dockerfile_stages() -> list[list]:
+    """The Dockerfile parsed by Docker's own parser (the ``dockerfile`` wheel), split into stages."""
+    import dockerfile
+
+    stages: list[list] = []
+    for command in dockerfile.parse_file(str(assets.ROOT / "Dockerfile")):
+        if command.cmd == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(command)
+    return stages
+
+
 def test_the_dockerfile_runs_sketchgen_as_a_non_root_user_without_build_tools():
-    """What can be checked without a Docker daemon: the final stage's user, entrypoint and contents."""
-    text = (assets.ROOT / "Dockerfile").read_text()
-    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
-    assert len(stages) == 2, "a build stage and a runtime stage"
-    final = stages[-1]
-    assert re.search(r"^USER 10001(:10001)?$", final, re.M)
-    assert 'ENTRYPOINT ["sketchgen"]' in final
-    assert "COPY --from=build /opt/sketchgen /opt/sketchgen" in final
-    assert not re.search(r"apt-get|gcc|build-essential|pip install", final), "no installs in the final stage"
-    assert "download.pytorch.org/whl/cpu" in stages[0], "CPU torch"
-    ignored = [x for x in (assets.ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
-    assert ignored[0] == "*" and "!.venv" not in ignored, ".dockerignore starts from nothing"
-    user = yaml.safe_load((assets.K8S / "base" / "learner-deployment.yaml").read_text())
-    assert user["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+    """What can be checked without a Docker daemon: stages, user, entrypoint, what is copied where."""
+    build, final = dockerfile_stages()
+    run_final = " ".join(" ".join(c.value) for c in final if c.cmd == "RUN")
+    assert not re.search(r"apt-get|gcc|build-essential|pip ", run_final), "no installs in the final stage"
+    copies = [c for c in final if c.cmd == "COPY"]
+    assert [(c.flags, c.value) for c in copies] == [(("--from=build",), ("/opt/sketchgen", "/opt/sketchgen"))]
+    users = [c.value[0] for c in final if c.cmd == "USER"]
+    assert users and re.fullmatch(r"10001(:10001)?", users[-1]), "runs as uid 10001 (matches the manifests)"
+    assert [c.value for c in final if c.cmd == "ENTRYPOINT"] == [("sketchgen",)]
+    assert any("download.pytorch.org/whl/cpu" in " ".join(c.value) for c in build if c.cmd == "ARG"), "CPU torch"
+    learner = yaml.safe_load((assets.K8S / "base" / "learner-deployment.yaml").read_text())
+    assert learner["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_the_image_build_copies_every_package_and_the_context_holds_them():
+    """Every package pyproject installs is copied into the build stage and not excluded by .dockerignore."""
+    import tomllib
+
+    build, _ = dockerfile_stages()
+    copied = {src.rstrip("/") for c in build if c.cmd == "COPY" and not c.flags for src in c.value[:-1]}
+    project = tomllib.loads((assets.ROOT / "pyproject.toml").read_text())
+    needed = set(project["tool"]["setuptools"]["packages"]) | {"pyproject.toml", project["project"]["readme"]}
+    assert needed <= copied, f"not copied into the image: {needed - copied}"
+    rules = [x for x in (assets.ROOT / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
+    assert rules[0] == "*", ".dockerignore starts from nothing"
+    included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert copied <= included, f"copied but excluded from the build context: {copied - included}"
+    assert not {".venv", ".git", "tests"} & included
