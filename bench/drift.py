@@ -288,7 +288,8 @@ def main() -> None:
               "records to use the whole window"]])
         + "\n"
     )
-    write_report("drift", "Drift detection: false alarms, delay, cost", body,
+    name = "drift" if args.rate == 1000 else f"drift_rate{args.rate:g}"
+    write_report(name, f"Drift detection at {args.rate:g} records/s: false alarms, delay, cost", body,
                  "python bench/drift.py " + " ".join(sys.argv[1:]))
 
 
