@@ -141,6 +141,9 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             except SketchgenError as exc:
                 self._json(503, {"error": str(exc)})
                 return
+            if samples.shape[1] != d:  # the stream was just recreated with another d; the new model is coming
+                self._json(503, {"error": f"the model has d = {samples.shape[1]}, the stream's spec d = {d}; retry"})
+                return
             self._json(200, density_payload(samples, x, y if d > 1 else None, bins))
 
     return Handler
