@@ -167,11 +167,11 @@ def live(tmp_path_factory, kafka_server, redis_server):
                                   "--redis", redis_server.url, "--flush-ms", "200",
                                   "--metrics-port", str(ingest_port)])
     learner = Proc(tmp, "learner", ["learn", stream, "--port", str(learner_port), "--redis", redis_server.url,
-                                    "--steps-per-round", "50", "--checkpoint-every", "2", "--lease-ttl", "3"])
+                                    "--steps-per-round", "50", "--checkpoint-every", "2"])
     prometheus = None
     try:
         prometheus, port = start_prometheus(tmp, {"sketchgen-ingest": ingest_port, "sketchgen-learner": learner_port})
-        wait_for(lambda: learner.proc.poll() is None and get(learner_port, "/readyz")[0] == 200, 120,
+        wait_for(lambda: learner.proc.poll() is None and get(learner_port, "/readyz")[0] == 200, 180,
                  "the learner to lead with a model")
         yield Live(stream, port, ingest, learner, learner_port)
     finally:
@@ -265,11 +265,11 @@ def active_alerts(port: int, stream: str) -> dict[str, str]:
 def test_alerts_react_to_bad_records_and_to_a_lost_leader(live):
     """Runs last: it stops the module's learner."""
     port = live.prometheus_port
-    wait_for(lambda: "SketchgenIngestRejectRateHigh" in active_alerts(port, live.stream), 60,
+    wait_for(lambda: "SketchgenIngestRejectRateHigh" in active_alerts(port, live.stream), 120,
              "the reject-rate alert (≈ 4.8 % bad records) to become pending")
     healthy = active_alerts(port, live.stream)
     for name in ("SketchgenNoLearnerLeader", "SketchgenIngestStalled", "SketchgenSketchNotUpdated"):
         assert name not in healthy, healthy
     assert live.learner.stop() == 0, live.learner.tail()
-    wait_for(lambda: "SketchgenNoLearnerLeader" in active_alerts(port, live.stream), 60,
+    wait_for(lambda: "SketchgenNoLearnerLeader" in active_alerts(port, live.stream), 90,
              "the no-leader alert after the learner stopped")
