@@ -2,7 +2,8 @@
 
 A checkpoint is one safetensors blob holding
 
-* the generator's weights (``generator.*``),
+* the generator's weights (``generator.*``) and, when the trainer keeps one, their
+  moving average (``ema.*``), which is what samples come from,
 * Adam's state (``optimizer.<i>.exp_avg``, ``…exp_avg_sq``, ``…step``), so
   training resumes exactly where it stopped (warm start),
 * the spec's standardisation (``spec.mean``, ``spec.std``), so samples can be
@@ -86,11 +87,16 @@ class Checkpoint:
         prefix = "generator."
         return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
+    def ema_state(self) -> dict[str, torch.Tensor]:
+        """The averaged generator's weights (empty if the checkpoint has none)."""
+        prefix = "ema.module."
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
     def build_generator(self) -> Generator:
-        """A generator with this checkpoint's weights (refuses mismatched architectures)."""
+        """The generator samples come from: the weight average if saved, else the raw weights."""
         gen = Generator(self.generator_config)
         try:
-            gen.load_state_dict(self.generator_state(), strict=True)
+            gen.load_state_dict(self.ema_state() or self.generator_state(), strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint weights do not fit its architecture: {exc}") from None
         gen.eval()
@@ -124,6 +130,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 def checkpoint_bytes(trainer: Trainer, extra: dict[str, object] | None = None) -> bytes:
     """Serialise ``trainer`` (generator, Adam state, standardisation, metadata) to safetensors bytes."""
     tensors = {f"generator.{k}": v.detach().cpu().contiguous() for k, v in trainer.generator.state_dict().items()}
+    if trainer.ema is not None and int(trainer.ema.n_averaged) > 0:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in trainer.ema.state_dict().items()})
     opt_tensors, groups = _optimizer_tensors(trainer.optimizer)
     tensors.update(opt_tensors)
     tensors["spec.mean"] = torch.as_tensor(trainer.spec.mean.copy(), dtype=torch.float64)
@@ -194,6 +202,13 @@ def restore_trainer(trainer: Trainer, ckpt: Checkpoint) -> None:
     if ckpt.generator_config != trainer.generator.config:
         raise CheckpointError("checkpoint architecture differs from the trainer's generator")
     trainer.generator.load_state_dict(ckpt.generator_state(), strict=True)
+    if trainer.ema is not None:
+        ema = {k[len("ema.") :]: v for k, v in ckpt.tensors.items() if k.startswith("ema.")}
+        if ema:
+            try:
+                trainer.ema.load_state_dict(ema, strict=True)
+            except RuntimeError as exc:
+                raise CheckpointError(f"checkpoint weight average does not fit: {exc}") from None
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, tensor in ckpt.tensors.items():
         if name.startswith("optimizer."):

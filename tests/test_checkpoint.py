@@ -280,3 +280,33 @@ def test_samples_are_in_original_units():
     assert np.allclose(samples, raw * 5.0 + 100.0, rtol=0, atol=1e-12)
     assert np.allclose(ckpt.unstandardize(np.zeros((1, 2))), [[100.0, 100.0]])
     assert np.allclose(ckpt.unstandardize(np.ones((1, 2))), [[105.0, 105.0]])
+
+
+def test_the_weight_average_round_trips_and_is_what_a_checkpoint_samples():
+    spec = make_spec()
+    config = TrainConfig(batch=128, lr=1e-2, seed=0, ema_decay=0.95)
+    trainer = Trainer(spec, GCONF, config)
+    trainer.set_target(make_target(spec))
+    trainer.train(steps=30)
+    ckpt = load_checkpoint(checkpoint_bytes(trainer))
+    assert np.allclose(ckpt.sample(50, seed=4), trainer.sample(50, seed=4), atol=1e-6)  # the average, not the raw
+    resumed = Trainer(spec, GCONF, config)
+    restore_trainer(resumed, ckpt)
+    resumed.set_target(make_target(spec))
+    for a, b in zip(resumed.ema.state_dict().values(), trainer.ema.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    resumed.rng.set_state(trainer.rng.get_state())  # same latents from here on
+    trainer.train(steps=5)
+    resumed.train(steps=5)
+    for a, b in zip(resumed.ema.module.parameters(), trainer.ema.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # averaging continues where it stopped
+
+
+def test_a_checkpoint_without_an_average_serves_its_raw_weights():
+    spec = make_spec()
+    trainer = make_trainer(spec)
+    trainer.set_target(make_target(spec))
+    trainer.train(steps=3)
+    ckpt = load_checkpoint(checkpoint_bytes(trainer))
+    assert ckpt.ema_state() == {}
+    assert np.allclose(ckpt.sample(20, seed=1), trainer.sample(20, seed=1), atol=1e-6)

@@ -261,3 +261,37 @@ def test_parse_hidden():
     assert parse_hidden(" 8 , 8 ") == (8, 8)
     with pytest.raises(SketchgenError, match="--hidden"):
         parse_hidden("8,x")
+
+
+def test_the_weight_average_follows_its_formula_and_is_what_samples_come_from():
+    spec = make_spec()
+    trainer = Trainer(spec, GCONF, TrainConfig(batch=64, lr=1e-2, seed=0, ema_decay=0.9))
+    trainer.set_target(gaussian_target(spec))
+    trainer.train(steps=1)  # the first step copies the weights
+    avg = [p.detach().clone() for p in trainer.ema.module.parameters()]
+    assert all(torch.equal(a, p) for a, p in zip(avg, trainer.generator.parameters(), strict=True))
+    trainer.train(steps=1)  # then θ̄ ← 0.9 θ̄ + 0.1 θ
+    for a, new, raw in zip(avg, trainer.ema.module.parameters(), trainer.generator.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.9 * a + 0.1 * raw.detach())
+    assert trainer.served_generator is trainer.ema.module
+    torch.manual_seed(0)
+    u = torch.randn(5, GCONF.latent)
+    expected = spec.unstandardize(trainer.ema.module(u).detach().numpy().astype(np.float64))
+    gen = torch.Generator()
+    gen.manual_seed(3)
+    got = trainer.sample(5, seed=3)
+    gen.manual_seed(3)
+    assert np.allclose(got, spec.unstandardize(trainer.ema.module.sample(5, generator=gen).numpy()), atol=1e-6)
+    assert not np.allclose(got, spec.unstandardize(trainer.generator.sample(5, generator=gen).numpy()))
+    assert expected.shape == (5, 2)
+
+
+def test_without_a_weight_average_samples_come_from_the_raw_generator():
+    trainer = Trainer(make_spec(), GCONF, TrainConfig(batch=16, seed=0))
+    assert trainer.ema is None and trainer.served_generator is trainer.generator
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 1.5])
+def test_ema_decay_outside_0_1_is_refused(decay):
+    with pytest.raises(SketchgenError, match="ema_decay"):
+        TrainConfig(ema_decay=decay)
