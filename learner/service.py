@@ -53,7 +53,7 @@ class LearnConfig:
     device: str = "auto"
     lease_ttl: float = 10.0
     generator: GeneratorConfig | None = None
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(lr=3e-3))
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(lr=3e-3, ema_decay=0.995))
     drift_recent: float = 60.0
     drift_reference: float = 600.0
     drift_threshold: float = 5.0

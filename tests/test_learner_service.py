@@ -192,36 +192,49 @@ def test_a_corrupted_checkpoint_is_refused_and_the_standby_keeps_serving(spiral_
             assert b.stop() == 0, b.tail()
 
 
-def model_loss(store: SketchStore, name: str, port: int) -> float:
-    """‖z_data − z_model‖² from 100 000 served samples, minus the sampling floor (1 − ‖z‖²)/n."""
+def model_loss(store: SketchStore, name: str, samples: np.ndarray) -> float:
+    """‖z_data − z_model‖² from ``samples`` of a model, minus the sampling floor (1 − ‖z‖²)/n."""
     from sketch_store.sketch import Sketch
 
-    spec = store.get_spec(name)
-    code, body = get(port, "/sample?n=100000", timeout=60)
-    assert code == 200
-    model = Sketch.from_data(spec, np.array(body["samples"]))
+    model = Sketch.from_data(store.get_spec(name), samples)
     z = model.mean()
     return float(np.sum((store.read_total(name).mean() - z) ** 2) - (1 - np.sum(z**2)) / model.count)
 
 
 def test_sigkill_and_restart_resumes_from_the_checkpoint(spiral_stream):
+    """The model it serves right after a restart is as good as the one it had when killed.
+
+    "Before" is the model of the last checkpoint, written less than a second before the
+    SIGKILL (a constant-rate Adam model's loss wanders several-fold from round to round, so
+    comparing with the live model at a random moment would measure that wander, not the
+    resume). "After" is what the restarted learner serves as soon as it is ready.
+    """
+    from learner.checkpoint import load_checkpoint
+    from sketch_store.leadership import CheckpointStore
+
     tmp, name, store, redis_url = spiral_stream
     port = free_port()
     first = learner(tmp, "learn-k1", name, redis_url, port)
     try:
-        wait_for(lambda: (get(port, "/status")[1].get("steps") or 0) > 3000, 90, "3000 training steps")
+        wait_for(lambda: (get(port, "/status")[1].get("steps") or 0) > 2000, 240, "2000 training steps")
         wait_for(lambda: (get(port, "/status")[1].get("checkpoint_age_seconds") or 99) < 1.0, 30, "a fresh checkpoint")
-        before = model_loss(store, name, port)
-        steps_before = get(port, "/status")[1]["steps"]
     finally:
         first.stop(signal.SIGKILL)
+    stored = CheckpointStore(store.client, name).load()
+    assert stored is not None
+    before = model_loss(store, name, load_checkpoint(stored.model).sample(100_000, seed=1))
     second = learner(tmp, "learn-k2", name, redis_url, port)
     try:
-        # the first round after the restart: it continued from the checkpoint, not from scratch
-        steps = wait_for(lambda: get(port, "/status")[1].get("steps"), 60, "the restarted learner's first round")
-        assert steps > steps_before - 1000, (steps, steps_before)
-        after = model_loss(store, name, port)
-        print(f"model loss before the kill {before:.3e}, after the restart {after:.3e}")
+        # the killed leader's lease expires first: until then the new replica is a standby serving the
+        # checkpoint; judge it once it leads and trains from the restored state
+        wait_for(lambda: (lambda st: st.get("leader") and st.get("steps"))(get(port, "/status")[1]), 60,
+                 "the restarted learner to lead and train")
+        code, body = get(port, "/sample?n=100000", timeout=60)
+        assert code == 200
+        after = model_loss(store, name, np.array(body["samples"]))
+        steps = get(port, "/status")[1]["steps"]
+        assert steps >= stored.steps, (steps, stored.steps)  # continued from the checkpoint, not from 0
+        print(f"model loss of the checkpoint {before:.3e}, right after the restart {after:.3e}")
         assert after <= 1.2 * before + 2e-5, (before, after)  # 2e-5: the estimate's own noise at n = 100 000
         assert "resumed from the checkpoint" in second.tail()
     finally:
