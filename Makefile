@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/feature_throughput.py
 	$(BIN)/python bench/ingest_throughput.py --json-records 600000
 	$(BIN)/python bench/reproduce_paper.py
+	$(BIN)/python bench/warm_start.py
+	$(BIN)/python bench/drift.py --hours 8 --exact-hours 2
 
 DEMO_ARGS ?= --duration 90 --out demo.png
 
