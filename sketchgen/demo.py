@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaProducer
 
+from ingest.kafka_connect import client_config
+from ingest.kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
+from ingest.kafka_security import KafkaSecurity
 from sketch_store.errors import SketchgenError
 from sketch_store.pilot import spec_from_pilot
 from sketch_store.redis_store import SketchStore, connect
@@ -47,7 +50,7 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _produce(bootstrap: str, topic: str, dataset: str, rate: float, stop: threading.Event) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    producer = KafkaProducer(**client_config(bootstrap, KafkaSecurity(), linger_ms=20))  # the stack is plaintext
     rng = np.random.default_rng()
     start, sent = time.monotonic(), 0
     try:
@@ -90,8 +93,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         store = SketchStore(connect(stack.redis_url))
         spec = spec_from_pilot(make_dataset(args.dataset, 5000, seed=0), name=name)
         store.create_stream(spec, replace=True)
-        ensure_topic(stack.bootstrap, topic, 4)
-        env = {**os.environ, "SKETCHGEN_KAFKA": stack.bootstrap, "SKETCHGEN_REDIS": stack.redis_url}
+        ensure_topic(stack.bootstrap, topic, 4, KafkaSecurity())
+        # the embedded broker is plaintext: Kafka credentials meant for another cluster must not reach the children
+        env = {k: v for k, v in os.environ.items() if k not in KAFKA_SECURITY_ENV}
+        env.update(SKETCHGEN_KAFKA=stack.bootstrap, SKETCHGEN_REDIS=stack.redis_url)
         cli = [sys.executable, "-m", "sketchgen", "-q"]
         logs = {k: open(Path(tmp) / f"{k}.log", "wb") for k in ("ingest", "learn")}
         children = [

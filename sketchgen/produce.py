@@ -15,7 +15,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from tqdm import tqdm
 
 from ingest.decode import F32_CONTENT_TYPE
-from ingest.kafka_connect import check_kafka
+from ingest.kafka_connect import client_config, connect_error
+from ingest.kafka_security import KafkaSecurity
 from sketch_store.errors import DataError, SketchgenError
 from sketchgen.datafiles import load_data
 from sketchgen.datasets import DATASETS, make_dataset
@@ -41,12 +42,12 @@ def add_produce_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_produce)
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create ``topic`` with ``partitions`` partitions unless it exists."""
+def ensure_topic(bootstrap: str, topic: str, partitions: int, security: KafkaSecurity | None = None) -> None:
+    """Create ``topic`` with ``partitions`` partitions unless it exists (``security``: TLS/SASL, default none)."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=check_kafka(bootstrap), client_id="sketchgen-admin")
+        admin = KafkaAdminClient(**client_config(bootstrap, security, client_id="sketchgen-admin"))
     except KafkaError as exc:
-        raise SketchgenError(f"cannot connect to Kafka at {bootstrap}: {exc}") from None
+        raise connect_error(bootstrap, security, exc) from None
     try:
         if topic not in admin.list_topics():
             admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
@@ -98,9 +99,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise DataError(f"--rate must be > 0, got {args.rate}")
     conn = Connections.from_args(args)
     chunks, total = row_source(args)
-    ensure_topic(conn.kafka, args.topic, args.partitions)
-    producer = KafkaProducer(bootstrap_servers=check_kafka(conn.kafka), linger_ms=20, acks="all",
-                             batch_size=256 * 1024, client_id="sketchgen-produce")
+    ensure_topic(conn.kafka, args.topic, args.partitions, conn.kafka_security)
+    try:
+        producer = KafkaProducer(**client_config(conn.kafka, conn.kafka_security, linger_ms=20, acks="all",
+                                                 batch_size=256 * 1024, client_id="sketchgen-produce"))
+    except KafkaError as exc:
+        raise connect_error(conn.kafka, conn.kafka_security, exc) from None
     sent = 0
     start = time.monotonic()
     try:
