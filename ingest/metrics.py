@@ -1,6 +1,7 @@
 """Prometheus metrics of an ingest worker (names are a contract: dashboards and alerts use them).
 
-Each worker has its own registry, so several workers can live in one process (tests).
+Each worker has its own registry, so several workers can live in one process (tests). It is served
+on ``--metrics-port`` beside ``/healthz`` and ``/readyz`` by :mod:`ingest.http_api`.
 
 | metric | type | meaning |
 |---|---|---|
@@ -16,7 +17,7 @@ Each worker has its own registry, so several workers can live in one process (te
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ingest.decode import REASONS
 
@@ -72,8 +73,3 @@ class IngestMetrics:
             self._lag.remove(self.stream, partition)
         except KeyError:
             pass
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Expose ``/metrics`` on ``port`` (0 disables)."""
-        if port:
-            start_http_server(port, addr=addr, registry=self.registry)

@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import redis
@@ -43,7 +44,10 @@ from kafka.structs import OffsetAndMetadata
 
 from ingest.decode import MAX_VALUE_BYTES, RecordError
 from ingest.fold import Folder, Job
-from ingest.kafka_connect import check_kafka
+from ingest.health import ReadinessProber, WorkerHealth
+from ingest.http_api import serve
+from ingest.kafka_connect import client_config, connect_error
+from ingest.kafka_security import KafkaSecurity
 from ingest.membership import Membership, assign
 from ingest.metrics import IngestMetrics
 from ingest.partition_buffer import PartitionBuffer
@@ -80,10 +84,15 @@ class IngestConfig:
     rebalance_interval_s: float = 1.0
     member_ttl_s: float = 6.0
     fenced_cooldown_s: float = 3.0
+    kafka_security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
+    stall_timeout_s: float = 120.0  # /healthz turns 503 when the loop has not turned for this long
+    probe_interval_s: float = 2.0  # how often /readyz's checks of Redis, the stream and Kafka run
 
     def __post_init__(self) -> None:
         if self.flush_ms <= 0 or self.flush_records <= 0:
             raise SketchgenError("--flush-ms and --flush-records must be positive")
+        if not self.stall_timeout_s > 0:
+            raise SketchgenError(f"--stall-timeout must be positive, got {self.stall_timeout_s}")
         if not self.topic:
             raise SketchgenError("a topic is required")
 
@@ -121,14 +130,16 @@ class IngestWorker:
         self.membership = Membership(
             store.client, config.stream, config.group_id, self.member_id, ttl=config.member_ttl_s
         )
+        self.health = WorkerHealth(config.stall_timeout_s, config.member_ttl_s)
+        self._http: ThreadingHTTPServer | None = None
+        self._prober: ReadinessProber | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
     def _connect(self) -> None:
-        common = {
-            "bootstrap_servers": check_kafka(self.config.kafka),
-            "client_id": f"sketchgen-ingest-{self.config.stream}",
-        }
+        common = client_config(
+            self.config.kafka, self.config.kafka_security, client_id=f"sketchgen-ingest-{self.config.stream}"
+        )
         try:
             self.consumer = KafkaConsumer(
                 **common,
@@ -145,12 +156,35 @@ class IngestWorker:
                 **common, acks="all", linger_ms=5, max_request_size=self.config.max_value_bytes + (1 << 20)
             )
         except KafkaError as exc:
-            raise SketchgenError(f"cannot connect to Kafka at {self.config.kafka}: {exc}") from None
+            raise connect_error(self.config.kafka, self.config.kafka_security, exc) from None
+        self.health.connected()
         log.info(
-            "ingest worker %s for stream %s: topic %s, group %s, dead letters to %s, %s",
+            "ingest worker %s for stream %s: topic %s, group %s, dead letters to %s, Kafka %s, %s",
             self.member_id, self.config.stream, self.config.topic, self.config.group_id,
-            self.config.dead_letter_topic, self.spec.describe(),
+            self.config.dead_letter_topic, self.config.kafka_security.describe(), self.spec.describe(),
         )
+
+    def _start_http(self) -> None:
+        """Serve /metrics, /healthz and /readyz on ``metrics_port`` (0: off) and start the readiness prober."""
+        if not self.config.metrics_port:
+            return
+        try:
+            self._http = serve(self.metrics.registry, self.health, self.config.metrics_port)
+        except OSError as exc:
+            raise SketchgenError(
+                f"cannot serve HTTP on port {self.config.metrics_port}: {exc.strerror or exc}"
+            ) from None
+        self._prober = ReadinessProber(
+            self.health, self.store.client, self.config.stream, self.spec.fingerprint, self.config.kafka,
+            interval_s=self.config.probe_interval_s,
+        ).start()
+
+    def _stop_http(self) -> None:
+        if self._prober is not None:
+            self._prober.stop()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the loop; the worker then flushes and leaves the group."""
@@ -163,22 +197,33 @@ class IngestWorker:
 
     def run(self) -> None:
         """Consume until :attr:`stop_event` is set, then flush and close cleanly."""
-        self.metrics.serve(self.config.metrics_port)
-        self._connect()
+        self._start_http()
+        try:
+            self._connect()
+            self._consume()
+        finally:
+            self._stop_http()
+
+    def _consume(self) -> None:
         assert self.consumer is not None
         try:
             while not self.stop_event.is_set():
+                self.health.beat()
                 self._rebalance()
+                self.health.beat()
                 if not self.buffers:
                     self.stop_event.wait(0.2)
                     continue
                 self._poll_once()
                 if self._flush_due():
                     self.flush()
+                    self.health.beat()
                 self._update_lag()
+            self.health.stopping()
             self._drain()
             self.flush()
         finally:
+            self.health.stopping()
             self._leave()
             self._folder.close()
             self._close()
@@ -207,9 +252,11 @@ class IngestWorker:
         except redis.RedisError as exc:
             log.warning("membership heartbeat failed (%s); keeping current partitions", exc)
             return
+        self.health.member()
         partitions = self.consumer.partitions_for_topic(self.config.topic)
         if not partitions:
             log.info("topic %s has no partitions yet; waiting", self.config.topic)
+            self.health.partitions(0, set(), {tp.partition for tp in self.buffers})
             return
         topic_partitions = [TopicPartition(self.config.topic, p) for p in sorted(partitions)]
         wanted = set(assign(topic_partitions, members, self.member_id))
@@ -223,6 +270,9 @@ class IngestWorker:
             self.consumer.assign(sorted((current - released) | acquired))
             if acquired:
                 self._acquire(acquired)
+        self.health.partitions(
+            len(partitions), {tp.partition for tp in wanted}, {tp.partition for tp in self.buffers}
+        )
 
     def _acquire(self, tps: set[TopicPartition]) -> None:
         """Claim partitions in Redis (fencing their previous owner) and seek to the stored offsets."""
@@ -381,6 +431,7 @@ class IngestWorker:
                 log.warning("%s; dropping %d unflushed rows", exc, buf.count)
                 self.metrics.fenced.inc()
                 self._drop(tp)
+                self.health.owned({t.partition for t in self.buffers})
                 self._cooldown[tp] = time.monotonic() + self.config.fenced_cooldown_s
                 if self.consumer is not None:
                     self.consumer.assign(sorted(self.buffers))
@@ -393,6 +444,7 @@ class IngestWorker:
                     # unflushed rows are not lost: the next owner re-reads them from Redis's offsets
                     raise SketchgenError(f"cannot flush to Redis while stopping: {exc}") from None
                 log.warning("Redis unavailable (%s); retrying flush in %.1fs", exc, delay)
+                self.health.beat()  # retrying through an outage is the loop working, not wedged
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

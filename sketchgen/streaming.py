@@ -47,7 +47,10 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topic", required=True, help="Kafka topic to consume")
     p.add_argument("--group", help="consumer group (default sketchgen-NAME)")
     p.add_argument("--dlq", help="dead-letter topic (default TOPIC.dlq)")
-    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port (0: off)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
+    p.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="/healthz answers 503 when the consume loop has not turned for this long (default 120)")
     p.add_argument("--flush-ms", type=int, default=500, help="flush to Redis at least this often (default 500)")
     p.add_argument("--flush-records", type=int, default=100_000, help="or after this many rows (default 100000)")
     p.add_argument("--max-record-bytes", type=int, default=4 << 20, help="reject larger record values (default 4 MiB)")
@@ -164,7 +167,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     config = IngestConfig(
         stream=args.name, topic=args.topic, kafka=conn.kafka, group=args.group, dlq_topic=args.dlq,
         flush_ms=args.flush_ms, flush_records=args.flush_records, metrics_port=args.metrics_port,
-        max_value_bytes=args.max_record_bytes,
+        max_value_bytes=args.max_record_bytes, kafka_security=conn.kafka_security,
+        stall_timeout_s=args.stall_timeout,
     )
     worker = IngestWorker(config, store)
     worker.install_signal_handlers()
