@@ -67,8 +67,21 @@ def add_kafka_security_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kafka-sasl-mechanism", metavar="MECHANISM",
                        help=f"{', '.join(MECHANISMS)} (env {ENV_MECHANISM})")
     group.add_argument("--kafka-username", metavar="USER", help=f"SASL user name (env {ENV_USERNAME})")
+    group.add_argument("--kafka-password", nargs="?", action=RefusePassword, help=argparse.SUPPRESS)
     group.add_argument("--kafka-password-file", metavar="PATH",
                        help="file holding the SASL password (env SKETCHGEN_KAFKA_PASSWORD, or a file named by "
                             "SKETCHGEN_KAFKA_PASSWORD_FILE)")
     group.add_argument("--kafka-ca-file", metavar="PEM",
                        help=f"CA certificate(s) to verify the brokers (env {ENV_CA_FILE})")
+
+
+class RefusePassword(argparse.Action):
+    """``--kafka-password VALUE`` is refused (the value would show in ``ps``), without echoing the value.
+
+    Declared so that argparse does not take it as an abbreviation of ``--kafka-password-file``.
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error("--kafka-password is not accepted (it would show in `ps`): set SKETCHGEN_KAFKA_PASSWORD "
+                     "or give a file with --kafka-password-file")
