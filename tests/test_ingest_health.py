@@ -280,3 +280,28 @@ def test_a_deleted_stream_turns_readyz_503_then_the_worker_exits_without_losing_
         store.delete_stream(name)
         store.client.close()
     assert code == 0, again.tail()
+
+
+@pytest.mark.slow
+def test_readyz_503_while_kafka_is_unreachable_and_the_worker_stays_alive(tmp_path, redis_server):
+    from sketchgen.local_stack import KafkaBroker
+
+    name = f"hzk-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"
+    store = SketchStore(connect(redis_server.url))
+    new_stream(store, name)
+    with KafkaBroker(tmp_path / "kafka") as broker:  # its own broker: this test kills it
+        ensure_topic(broker.bootstrap, topic, 1)
+        worker = Worker(tmp_path, "worker", name, topic, broker.bootstrap, redis_server.url)
+        try:
+            wait_for(lambda: ready(worker), 90, "/readyz 200")
+            broker.kill()
+            body = wait_for(lambda: not_ready(worker, "Kafka"), 30, "/readyz 503 naming Kafka")
+            assert broker.bootstrap in body["reason"]
+            for _ in range(5):
+                assert worker.get("/healthz")[0] == 200 and worker.alive(), worker.tail()
+                time.sleep(1.0)
+        finally:
+            worker.stop()
+            store.delete_stream(name)
+            store.client.close()
