@@ -305,3 +305,23 @@ def test_readyz_503_while_kafka_is_unreachable_and_the_worker_stays_alive(tmp_pa
             worker.stop()
             store.delete_stream(name)
             store.client.close()
+
+
+@pytest.mark.slow
+def test_readyz_503_until_the_topic_exists(tmp_path, kafka_server, redis_server):
+    name = f"hzt-{uuid.uuid4().hex[:6]}"
+    topic = f"{name}-events"  # not created yet
+    store = SketchStore(connect(redis_server.url))
+    new_stream(store, name)
+    worker = Worker(tmp_path, "worker", name, topic, kafka_server.bootstrap, redis_server.url)
+    try:
+        wait_for(lambda: not_ready(worker, "no partitions"), 60, "/readyz 503: the topic has no partitions")
+        assert worker.get("/healthz")[0] == 200
+        ensure_topic(kafka_server.bootstrap, topic, 3)
+        body = wait_for(lambda: ready(worker), 120, "/readyz 200 once the topic exists")
+        assert body["owned"] == [0, 1, 2] and body["partitions"] == 3
+    finally:
+        code = worker.stop()
+        store.delete_stream(name)
+        store.client.close()
+    assert code == 0, worker.tail()
