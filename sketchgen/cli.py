@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:  # kafka-python logs every connection at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)
+    # Even with -v: kafka-python's protocol parser logs every request at DEBUG, and a SASL
+    # authenticate request carries the credentials (in the clear for PLAIN).
+    logging.getLogger("kafka.protocol.parser").setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except SketchgenError as exc:

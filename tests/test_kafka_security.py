@@ -293,3 +293,38 @@ def test_clients_speak_sasl_to_an_authenticating_broker_and_bad_credentials_fail
     assert "NotAuthenticated" not in broker_logs["scram-produce"] + broker_logs["scram-ingest"]
     assert "NoSharedMechanism" in broker_logs["plain-produce"]
     assert "NotAuthenticated" in broker_logs["plaintext-produce"]
+
+
+def test_verbose_logging_does_not_leak_sasl_credentials(capfd):
+    """kafka-python logs every request at DEBUG, a SASL/PLAIN authenticate request included (password in clear);
+    `sketchgen -v` keeps that logger at INFO."""
+    import logging
+
+    from kafka.protocol.parser import KafkaProtocol
+    from kafka.protocol.sasl import SaslAuthenticateRequest
+
+    from sketchgen.cli import main
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("kafka").level,
+             logging.getLogger("kafka.protocol.parser").level)
+    try:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        main(["-v", "status", "no-such-stream", "--redis", "redis://127.0.0.1:1/0"])  # fails fast; sets up logging
+        KafkaProtocol(client_id="t").send_request(
+            SaslAuthenticateRequest(auth_bytes=b"\x00bob\x00s3cret-pw", version=1))
+        err = capfd.readouterr().err
+        assert "s3cret-pw" not in err
+        logging.getLogger("kafka.protocol.parser").setLevel(logging.DEBUG)  # the default: it would leak
+        KafkaProtocol(client_id="t").send_request(
+            SaslAuthenticateRequest(auth_bytes=b"\x00bob\x00s3cret-pw", version=1))
+        assert "s3cret-pw" in capfd.readouterr().err
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.setLevel(saved[0])
+        for h in saved[1]:
+            root.addHandler(h)
+        logging.getLogger("kafka").setLevel(saved[2])
+        logging.getLogger("kafka.protocol.parser").setLevel(saved[3])
