@@ -80,7 +80,7 @@ def plot_grid(real: np.ndarray, generated: np.ndarray, title: str, path: Path) -
         ax.set_title(name, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
