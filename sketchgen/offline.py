@@ -17,7 +17,7 @@ from learner.trainer import TrainConfig, Trainer
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.features import FeatureMap
 from sketch_store.frequency_laws import LAWS
-from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, spec_from_pilot
+from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, LOW_DIM, spec_from_pilot
 from sketch_store.redis_store import StreamNotFoundError
 from sketch_store.sketch import Sketch, load_sketch, save_sketch
 from sketchgen.datafiles import load_data, save_samples
@@ -40,7 +40,8 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sketch", help="sketch a data file (.npy or .csv) into SKETCH.npz")
     p.add_argument("data", help="N×d data, .npy or numeric .csv (optional header row)")
     p.add_argument("--out", required=True, help="output sketch file (.npz)")
-    p.add_argument("--m", type=int, default=DEFAULT_M, help=f"number of frequencies (default {DEFAULT_M})")
+    p.add_argument("--m", type=int, help=f"number of frequencies (default {DEFAULT_M} for d <= {LOW_DIM}, "
+                   f"{DEFAULT_M_HIGH_DIM} above: docs/beyond_paper.md)")
     p.add_argument("--law", choices=LAWS, default=DEFAULT_LAW, help=f"frequency law (default {DEFAULT_LAW})")
     p.add_argument("--sigma", type=float, help="scale σ in standardised units (default: estimated from the data)")
     p.add_argument("--no-standardize", action="store_true", help="use the data's raw units (no mean/std scaling)")
@@ -93,7 +94,7 @@ def sketch_rows(spec_fmap: FeatureMap, x: np.ndarray, fingerprint: str, progress
 
 
 def cmd_sketch(args: argparse.Namespace) -> int:
-    if args.m < 1:
+    if args.m is not None and args.m < 1:
         raise DataError(f"--m must be >= 1, got {args.m}")
     if args.sigma is not None and not args.sigma > 0:
         raise DataError(f"--sigma must be > 0, got {args.sigma}")

@@ -10,7 +10,7 @@ import time
 from ingest.worker import IngestConfig, IngestWorker
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
-from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, spec_from_pilot
+from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, LOW_DIM, default_m, spec_from_pilot
 from sketch_store.redis_keys import validate_stream_name
 from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore, check_reachable, connect
 from sketch_store.sketch import save_sketch
@@ -28,7 +28,8 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("create", help="create a stream (its sketch spec) in Redis")
     p.add_argument("name", help="stream name")
     p.add_argument("--dim", type=int, required=True, help="data dimension d")
-    p.add_argument("--m", type=int, default=DEFAULT_M, help=f"number of frequencies (default {DEFAULT_M})")
+    p.add_argument("--m", type=int, help=f"number of frequencies (default {DEFAULT_M} for d <= {LOW_DIM}, "
+                   f"{DEFAULT_M_HIGH_DIM} above: docs/beyond_paper.md)")
     p.add_argument("--law", choices=LAWS, default=DEFAULT_LAW, help=f"frequency law (default {DEFAULT_LAW})")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--sigma", type=float, help="scale σ (in standardised units with --estimate-from)")
@@ -141,19 +142,20 @@ def open_store(conn: Connections) -> SketchStore:
 
 def cmd_create(args: argparse.Namespace) -> int:
     validate_stream_name(args.name)
-    if args.dim < 1 or args.m < 1:
+    if args.dim < 1 or (args.m is not None and args.m < 1):
         raise DataError("--dim and --m must be >= 1")
+    m = default_m(args.dim) if args.m is None else args.m
     buckets = BucketConfig(args.fine_bucket, args.fine_keep, args.coarse_bucket, args.coarse_keep)
     if args.estimate_from:
         pilot = load_data(args.estimate_from)
         if pilot.shape[1] != args.dim:
             raise DataError(f"{args.estimate_from}: pilot data have dimension {pilot.shape[1]}, not --dim {args.dim}")
-        spec = spec_from_pilot(pilot, m=args.m, law=args.law, seed=args.seed, name=args.name)
+        spec = spec_from_pilot(pilot, m=m, law=args.law, seed=args.seed, name=args.name)
     else:
         if args.sigma is not None and not args.sigma > 0:
             raise DataError(f"--sigma must be > 0, got {args.sigma}")
         spec = SketchSpec.create(
-            d=args.dim, m=args.m, law=args.law, sigma=args.sigma or 1.0, seed=args.seed, name=args.name
+            d=args.dim, m=m, law=args.law, sigma=args.sigma or 1.0, seed=args.seed, name=args.name
         )
     store = open_store(Connections.from_args(args))
     store.create_stream(spec, buckets=buckets, replace=args.replace)

@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from learner.checkpoint import MODEL_FILE
 from sketch_store.features import FeatureMap
-from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M
+from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM
 from sketch_store.redis_store import BucketDelta, SketchStore, connect
 from sketch_store.sketch import load_sketch
 from sketchgen.cli import main
@@ -167,6 +167,21 @@ def test_create_default(redis_server):
     assert np.all(np.isfinite(spec.sigma)) and np.all(spec.sigma > 0)
     assert spec.fingerprint in out
     assert status_json(name, redis_server.url)["count"] == 0
+
+
+def test_create_defaults_to_a_larger_sketch_for_higher_dimensions(redis_server, tmp_path):
+    name = unique("create-10d")
+    assert call(["create", name, "--dim", "10", "--redis", redis_server.url])[0] == 0
+    assert store_of(redis_server).get_spec(name).m == DEFAULT_M_HIGH_DIM
+    np.save(tmp_path / "pilot.npy", np.random.default_rng(0).normal(size=(500, 10)))
+    piloted = unique("create-10d-pilot")
+    status, _, err = call(["create", piloted, "--dim", "10", "--estimate-from", str(tmp_path / "pilot.npy"),
+                           "--redis", redis_server.url])
+    assert status == 0, err
+    assert store_of(redis_server).get_spec(piloted).m == DEFAULT_M_HIGH_DIM
+    explicit = unique("create-10d-m")
+    assert call(["create", explicit, "--dim", "10", "--m", "64", "--redis", redis_server.url])[0] == 0
+    assert store_of(redis_server).get_spec(explicit).m == 64
 
 
 def test_create_with_sigma(redis_server):
