@@ -28,11 +28,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/feature_throughput.py
 	$(BIN)/python bench/ingest_throughput.py --json-records 600000
 	$(BIN)/python bench/reproduce_paper.py
 	$(BIN)/python bench/warm_start.py
 	$(BIN)/python bench/drift.py --hours 8 --exact-hours 2
+	$(BIN)/python bench/vs_exact_mmd.py
+	$(BIN)/python bench/digits.py
+	$(BIN)/python bench/sketch_size.py
 
 DEMO_ARGS ?= --duration 90 --out demo.png
 
