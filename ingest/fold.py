@@ -22,7 +22,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -133,10 +136,23 @@ def fold_batch(jobs: list[Job]) -> list[Folded]:
     return out
 
 
-def _child_init(spec_bytes: bytes, fine_seconds: int, max_value_bytes: int) -> None:
+#: How often the fold child checks that the worker that started it is still alive (seconds).
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit the fold child once its worker is gone (a SIGKILLed worker cannot stop it otherwise)."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent:  # re-parented: the worker died
+            os._exit(0)
+
+
+def _child_init(spec_bytes: bytes, fine_seconds: int, max_value_bytes: int, parent: int) -> None:
     # The worker process handles SIGINT/SIGTERM (flush, then stop); the child just follows it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     set_up(spec_bytes, fine_seconds, max_value_bytes)
 
 
@@ -148,7 +164,7 @@ class Folder:
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_child_init,
-            initargs=(spec.to_bytes(), fine_seconds, max_value_bytes),
+            initargs=(spec.to_bytes(), fine_seconds, max_value_bytes, os.getpid()),
         )
         self._pool.submit(fold_batch, [])  # start the child now, not on the first poll
 

@@ -61,3 +61,42 @@ def test_folder_child_process_matches_in_process():
         folder.close()
     (here,) = fold_batch([job])
     np.testing.assert_array_equal(child.buckets[0][1], here.buckets[0][1])
+
+
+CHILD_REPORTER = """
+import sys, time
+from ingest.fold import Folder
+from sketch_store.spec import SketchSpec
+folder = Folder(SketchSpec.create(d=2, m=16, law="adapted-radius", sigma=0.5, seed=0), 10, 1 << 16)
+folder.submit([]).result(timeout=60)
+print(*folder._pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_fold_child_exits_when_its_worker_is_sigkilled():
+    """A SIGKILLed worker cannot shut its child down; the child notices it was orphaned and exits."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    worker = subprocess.Popen([sys.executable, "-c", CHILD_REPORTER], stdout=subprocess.PIPE, text=True)
+    try:
+        (child,) = (int(p) for p in worker.stdout.readline().split())
+        os.kill(child, 0)  # alive
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"fold child {child} outlived its SIGKILLed worker by 15 s")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
