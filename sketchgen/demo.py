@@ -121,8 +121,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 st = _status(args.port)
                 loss, drift = st.get("loss"), st.get("drift_score")
                 print(f"  {time.monotonic() - start:5.0f}s  records {store.total_count(name):>9,}  "
-                      f"loss {loss if loss is None else f'{loss:.2e}'}  "
-                      f"drift {drift if drift is None else f'{drift:.2f}'}", flush=True)
+                      f"loss {'(first round)' if loss is None else f'{loss:.2e}'}  "
+                      f"drift {'(needs a minute of reference data)' if drift is None else f'{drift:.2f}'}",
+                      flush=True)
                 if args.duration and time.monotonic() - start >= args.duration:
                     break
             samples = _samples(args.port, 20_000)
