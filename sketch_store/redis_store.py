@@ -127,7 +127,7 @@ class StreamState:
 
 
 def connect(url: str, retries: int = 30, socket_timeout: float = 10.0) -> redis.Redis:
-    """A Redis client that retries connection errors with exponential backoff (≈ 30 s in all).
+    """A Redis client that retries connection errors with exponential backoff (≈ 50 s in all).
 
     ``url`` is ``redis://[user:pass@]host:port/db`` (or ``rediss://`` for TLS).
     """
