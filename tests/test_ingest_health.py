@@ -33,6 +33,7 @@ from sketch_store.redis_store import SketchStore, connect
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import RedisServer, free_port
 from sketchgen.produce import ensure_topic
+from tests.processes import wait_for
 
 
 def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict | str]:
@@ -45,16 +46,6 @@ def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict | str]:
         return exc.code, json.loads(exc.read() or b"{}")
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return 0, {}
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Worker:

@@ -17,7 +17,8 @@ from sketch_store.redis_store import SketchStore, connect
 from sketch_store.sketch import Sketch
 from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import RedisServer, free_port
-from tests.test_learner_service import get, learner, wait_for
+from tests.processes import get, wait_for
+from tests.test_learner_service import learner
 
 pytestmark = pytest.mark.slow
 

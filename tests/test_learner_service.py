@@ -23,52 +23,9 @@ from sketch_store.redis_store import SketchStore, connect
 from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
+from tests.processes import Proc, get, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, {}  # not listening (yet)
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-class Proc:
-    """A `sketchgen` subprocess with its log in a file."""
-
-    def __init__(self, tmp, name: str, args: list[str]) -> None:
-        self.log_path = tmp / f"{name}.log"
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sketchgen", *args], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
 from tests import deploy_assets as assets
-from tests.test_learner_service import Proc, get, wait_for
+from tests.processes import Proc, get, wait_for
 
 pytestmark = pytest.mark.slow
 
