@@ -25,6 +25,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from learner.page import MAX_BINS, asset, density_payload
@@ -84,12 +85,17 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             if not 1 <= n <= cap:
                 self._json(400, {"error": f"n must be between 1 and {cap}, got {n}"})
                 return
+            samples = self._samples(n)
+            if samples is not None:
+                self._json(200, {"samples": samples.tolist()})
+
+        def _samples(self, n: int) -> np.ndarray | None:
+            """``n`` samples of the current model, or None after answering 503 when there is none yet."""
             try:
-                samples = service.sample(n)
+                return service.sample(n)
             except SketchgenError as exc:
                 self._json(503, {"error": str(exc)})
-                return
-            self._json(200, {"samples": samples.tolist()})
+                return None
 
         def _asset(self, name: str) -> None:
             try:
@@ -136,10 +142,8 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             if d > 1 and (y is None or y == x):
                 self._json(400, {"error": f"x and y must be two different coordinates of 0..{d - 1}"})
                 return
-            try:
-                samples = service.sample(n)
-            except SketchgenError as exc:
-                self._json(503, {"error": str(exc)})
+            samples = self._samples(n)
+            if samples is None:
                 return
             if samples.shape[1] != d:  # the stream was just recreated with another d; the new model is coming
                 self._json(503, {"error": f"the model has d = {samples.shape[1]}, the stream's spec d = {d}; retry"})
