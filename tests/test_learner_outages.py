@@ -7,6 +7,7 @@ the model it has, and recovers by itself when the stream or the server is back.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import uuid
 
@@ -32,17 +33,34 @@ def seeded_stream(store: SketchStore, name: str) -> None:
     store.flush(name, store.claim(name, "t", 0), 0, 5000, sketch.total, sketch.count)
 
 
+@contextlib.contextmanager
+def leader_and_standby(tmp_path, label: str, name: str, redis_url: str, exit_codes: list[int | None]):
+    """Two `sketchgen learn` replicas (lease TTL 3 s), both ready: (leader port, standby port, leader, standby).
+
+    On exit both get SIGTERM; their exit codes are appended to ``exit_codes``.
+    """
+    pa, pb = free_port(), free_port()
+    a = learner(tmp_path, f"{label}-a", name, redis_url, pa, ttl=3.0)
+    b = None
+    try:
+        wait_for(lambda: get(pa, "/readyz")[0] == 200, 60, "the leader's first model")
+        b = learner(tmp_path, f"{label}-b", name, redis_url, pb, ttl=3.0)
+        wait_for(lambda: get(pb, "/readyz")[0] == 200, 60, "a ready standby")
+        yield pa, pb, a, b
+    finally:
+        for proc in (a, b):
+            if proc is not None:
+                exit_codes.append(proc.stop(signal.SIGTERM))
+                if exit_codes[-1] != 0:
+                    print(proc.tail())
+
+
 def test_a_deleted_stream_makes_both_replicas_unready_not_dead(tmp_path, redis_server):
     store = SketchStore(connect(redis_server.url))
     name = f"gone-{uuid.uuid4().hex[:8]}"
     seeded_stream(store, name)
-    pa, pb = free_port(), free_port()
-    a = learner(tmp_path, "gone-a", name, redis_server.url, pa, ttl=3.0)
-    b = None
-    try:
-        wait_for(lambda: get(pa, "/readyz")[0] == 200, 60, "the leader's first model")
-        b = learner(tmp_path, "gone-b", name, redis_server.url, pb, ttl=3.0)
-        wait_for(lambda: get(pb, "/readyz")[0] == 200, 60, "a ready standby")
+    codes: list[int | None] = []
+    with leader_and_standby(tmp_path, "gone", name, redis_server.url, codes) as (pa, pb, a, b):
         store.delete_stream(name)
         for port in (pa, pb):
             wait_for(lambda port=port: get(port, "/readyz")[0] == 503, 20, f"/readyz 503 on :{port}")
@@ -54,10 +72,7 @@ def test_a_deleted_stream_makes_both_replicas_unready_not_dead(tmp_path, redis_s
             wait_for(lambda port=port: get(port, "/readyz")[0] == 200, 60, f"/readyz 200 again on :{port}")
         leaders = [get(p, "/status")[1]["leader"] for p in (pa, pb)]
         assert sorted(leaders) == [False, True], leaders
-    finally:
-        assert a.stop() == 0, a.tail()
-        if b is not None:
-            assert b.stop() == 0, b.tail()
+    assert codes == [0, 0], codes
 
 
 def test_redis_killed_and_restarted(tmp_path):
@@ -65,13 +80,7 @@ def test_redis_killed_and_restarted(tmp_path):
         store = SketchStore(connect(server.url))
         name = f"outage-{uuid.uuid4().hex[:8]}"
         seeded_stream(store, name)
-        pa, pb = free_port(), free_port()
-        a = learner(tmp_path, "outage-a", name, server.url, pa, ttl=3.0)
-        b = None
-        try:
-            wait_for(lambda: get(pa, "/readyz")[0] == 200, 60, "the leader's first model")
-            b = learner(tmp_path, "outage-b", name, server.url, pb, ttl=3.0)
-            wait_for(lambda: get(pb, "/readyz")[0] == 200, 60, "a ready standby")
+        with leader_and_standby(tmp_path, "outage", name, server.url, []) as (pa, pb, a, b):
             wait_for(lambda: get(pb, "/sample?n=5")[0] == 200, 30, "the standby serving the checkpoint")
             server.kill()
             for port in (pa, pb):
@@ -91,7 +100,3 @@ def test_redis_killed_and_restarted(tmp_path):
                     [get(p, "/status")[1].get("leader") for p in (pa, pb)]),
                 30, "exactly one leader")
             assert sorted(leaders) == [False, True]
-        finally:
-            a.stop(signal.SIGTERM)
-            if b is not None:
-                b.stop(signal.SIGTERM)
