@@ -40,7 +40,8 @@ from bench._report import markdown_table, write_report
 from ingest.decode import F32_CONTENT_TYPE, decode_json_vectors, decode_value
 from ingest.worker import IngestConfig, IngestWorker
 from sketch_store.features import FeatureMap
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import LocalStack
 from sketchgen.produce import ensure_topic

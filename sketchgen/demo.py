@@ -30,7 +30,8 @@ from ingest.kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
 from ingest.kafka_security import KafkaSecurity
 from sketch_store.errors import SketchgenError
 from sketch_store.pilot import spec_from_pilot
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketchgen.datasets import DATASETS, make_dataset
 from sketchgen.local_stack import LocalStack
 from sketchgen.plotting import plot_histograms

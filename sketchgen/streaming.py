@@ -11,8 +11,9 @@ from ingest.worker import IngestConfig, IngestWorker
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
 from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, LOW_DIM, default_m, spec_from_pilot
+from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import validate_stream_name
-from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore, check_reachable, connect
+from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore
 from sketch_store.sketch import save_sketch
 from sketch_store.spec import SketchSpec
 from sketchgen.datafiles import load_data

@@ -32,7 +32,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from learner.checkpoint import MODEL_FILE
 from sketch_store.features import FeatureMap
 from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM
-from sketch_store.redis_store import BucketDelta, SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import BucketDelta, SketchStore
 from sketch_store.sketch import load_sketch
 from sketchgen.cli import main
 from sketchgen.datasets import make_dataset

@@ -26,7 +26,8 @@ from learner.history import History, HistoryPoint
 from learner.http_api import serve
 from learner.service import LearnConfig, LearnerService
 from sketch_store.errors import SketchgenError
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 

@@ -43,7 +43,8 @@ from ingest.decode import F32_CONTENT_TYPE, MAX_VALUE_BYTES, REASONS, RecordErro
 from ingest.worker import DETAIL_HEADER, REASON_HEADER
 from sketch_store.errors import SpecError
 from sketch_store.features import FeatureMap
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic

@@ -23,7 +23,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from sketch_store.features import FeatureMap
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.produce import ensure_topic
 

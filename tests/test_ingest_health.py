@@ -29,7 +29,8 @@ from kafka import KafkaProducer
 from ingest.health import WorkerHealth
 from ingest.http_api import serve
 from ingest.metrics import IngestMetrics
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import RedisServer, free_port
 from sketchgen.produce import ensure_topic

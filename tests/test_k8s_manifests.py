@@ -25,7 +25,8 @@ import pytest
 import redis
 import yaml
 
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketchgen.cli import build_parser
 from sketchgen.local_stack import RedisServer
 from tests import deploy_assets as assets

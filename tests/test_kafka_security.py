@@ -242,7 +242,8 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 def test_clients_speak_sasl_to_an_authenticating_broker_and_bad_credentials_fail_clearly(
     tmp_path, redis_server
 ):
-    from sketch_store.redis_store import SketchStore, connect
+    from sketch_store.redis_connect import connect
+    from sketch_store.redis_store import SketchStore
     from sketch_store.spec import SketchSpec
 
     stream = f"auth-{uuid.uuid4().hex[:6]}"

@@ -13,7 +13,7 @@ from learner.generator import GeneratorConfig
 from learner.trainer import Trainer
 from sketch_store.errors import CheckpointError, SketchgenError
 from sketch_store.leadership import CheckpointStore, Lease, LeaseLostError
-from sketch_store.redis_store import connect
+from sketch_store.redis_connect import connect
 from sketch_store.spec import SketchSpec
 
 

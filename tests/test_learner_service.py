@@ -19,7 +19,8 @@ from kafka import KafkaProducer
 
 from learner.evaluation import mmd_ratio
 from sketch_store.pilot import spec_from_pilot
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic

@@ -32,7 +32,8 @@ from learner.generator import GeneratorConfig
 from learner.http_api import serve
 from learner.service import LearnConfig, LearnerService
 from sketch_store.pilot import spec_from_pilot
-from sketch_store.redis_store import SketchStore, connect
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
 from sketch_store.sketch import Sketch
 from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port

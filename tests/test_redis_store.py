@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sketch_store.errors import SpecMismatchError
+from sketch_store.redis_connect import connect
 from sketch_store.redis_store import (
     BucketConfig,
     BucketDelta,
@@ -16,7 +17,6 @@ from sketch_store.redis_store import (
     SketchStore,
     StreamExistsError,
     StreamNotFoundError,
-    connect,
 )
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
