@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import time
+import uuid
 
 import numpy as np
 import redis
@@ -162,6 +163,7 @@ class SketchStore:
             "fingerprint": spec.fingerprint,
             "created": repr(time.time()),
             "buckets": json.dumps(dataclasses.asdict(cfg)),
+            "incarnation": uuid.uuid4().hex,
         }
         if replace:
             self.delete_stream(spec.name)
@@ -195,6 +197,18 @@ class SketchStore:
         spec = SketchSpec.from_bytes(raw).with_name(name)
         self._specs[name] = spec
         return spec
+
+    def incarnation(self, name: str) -> str:
+        """The id of this creation of stream ``name``: a new one each time it is (re)created.
+
+        Two streams of one name and spec differ by it, so writers of a deleted or replaced
+        stream can be told apart from writers of its successor ("" for a stream created
+        before incarnations were recorded).
+        """
+        raw = self.client.hget(StreamKeys(name).meta, "incarnation")
+        if raw is None and not self.exists(name):
+            raise StreamNotFoundError(f"no stream named {name!r} in Redis (create it with `sketchgen create`)")
+        return _text(raw) or ""
 
     def bucket_config(self, name: str) -> BucketConfig:
         raw = self.client.hget(StreamKeys(name).meta, "buckets")
