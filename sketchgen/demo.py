@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,13 @@ from ingest.kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
 from ingest.kafka_security import KafkaSecurity
 from sketch_store.errors import SketchgenError
 from sketch_store.pilot import spec_from_pilot
-from sketch_store.redis_connect import connect
+from sketch_store.redis_connect import connect, redact_url
 from sketch_store.redis_store import SketchStore
 from sketchgen.datasets import DATASETS, make_dataset
 from sketchgen.local_stack import LocalStack
 from sketchgen.plotting import plot_histograms
 from sketchgen.produce import ensure_topic
+from sketchgen.settings import REDIS_SECRET_ENV
 
 log = logging.getLogger("sketchgen")
 
@@ -48,6 +50,11 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="learner HTTP port (default 8000)")
     p.add_argument("--out", default="demo.png", help="data-vs-samples PNG written at the end (default demo.png)")
     p.set_defaults(func=cmd_demo)
+
+
+def demo_child_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without Kafka security and Redis password settings (the embedded stack uses neither)."""
+    return {k: v for k, v in environ.items() if k not in (*KAFKA_SECURITY_ENV, *REDIS_SECRET_ENV)}
 
 
 def _produce(bootstrap: str, topic: str, dataset: str, rate: float, stop: threading.Event) -> None:
@@ -95,8 +102,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         spec = spec_from_pilot(make_dataset(args.dataset, 5000, seed=0), name=name)
         store.create_stream(spec, replace=True)
         ensure_topic(stack.bootstrap, topic, 4, KafkaSecurity())
-        # the embedded broker is plaintext: Kafka credentials meant for another cluster must not reach the children
-        env = {k: v for k, v in os.environ.items() if k not in KAFKA_SECURITY_ENV}
+        # the embedded servers have no credentials: those meant for another cluster must not reach the children
+        env = demo_child_env(os.environ)
         env.update(SKETCHGEN_KAFKA=stack.bootstrap, SKETCHGEN_REDIS=stack.redis_url)
         cli = [sys.executable, "-m", "sketchgen", "-q"]
         logs = {k: open(Path(tmp) / f"{k}.log", "wb") for k in ("ingest", "learn")}
@@ -111,7 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         producer.start()
         print(f"  stream {name!r} ({spec.describe()})", flush=True)
         print(f"  status   {base}/status\n  samples  {base}/sample?n=1000\n  metrics  {base}/metrics", flush=True)
-        print(f"  Kafka {stack.bootstrap}, Redis {stack.redis_url}; Ctrl-C to stop", flush=True)
+        print(f"  Kafka {stack.bootstrap}, Redis {redact_url(stack.redis_url)}; Ctrl-C to stop", flush=True)
         start = time.monotonic()
         try:
             while not stop.wait(5.0):

@@ -52,6 +52,7 @@ from types import FrameType, TracebackType
 from typing import Self
 
 from sketch_store.errors import SketchgenError
+from sketch_store.redis_connect import redact_url
 
 __all__ = [
     "LOOPBACK",
@@ -634,7 +635,7 @@ def run_up(
         started = True
         log.info("Kafka (Tansu, in memory) on %s  (log %s)", stack.bootstrap, stack.kafka.log_path)
         keeps = f"data in {stack.redis.data_dir}" if stack.persistent else "temporary data, removed on exit"
-        log.info("Redis on %s  (%s; log %s)", stack.redis_url, keeps, stack.redis.log_path)
+        log.info("Redis on %s  (%s; log %s)", redact_url(stack.redis_url), keeps, stack.redis.log_path)
         while not stop.wait(0.5):
             for server in (stack.kafka, stack.redis):
                 if not server.running:

@@ -4,6 +4,10 @@
 ``--redis URL`` to ``SKETCHGEN_REDIS`` then ``redis://localhost:6379/0``. Kafka TLS/SASL settings
 (``--kafka-security-protocol`` … or ``SKETCHGEN_KAFKA_SECURITY_PROTOCOL`` …) are resolved and validated
 by :class:`ingest.kafka_security.KafkaSecurity`, for the commands that talk to Kafka.
+
+The Redis password, besides the URL's, comes from ``--redis-password-file PATH``, else
+``SKETCHGEN_REDIS_PASSWORD``, else the file named by ``SKETCHGEN_REDIS_PASSWORD_FILE``, and then
+replaces the URL's; it is never a flag value (it would show in ``ps``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Mapping
 
 from ingest.kafka_security import (
     ENV_CA_FILE,
@@ -21,35 +26,73 @@ from ingest.kafka_security import (
     PROTOCOLS,
     KafkaSecurity,
 )
+from sketch_store.errors import SketchgenError
 
 DEFAULT_KAFKA = "localhost:9092"
 DEFAULT_REDIS = "redis://localhost:6379/0"
+ENV_REDIS_PASSWORD = "SKETCHGEN_REDIS_PASSWORD"
+ENV_REDIS_PASSWORD_FILE = "SKETCHGEN_REDIS_PASSWORD_FILE"
+#: The environment variables that carry Redis credentials (dropped for children talking to another Redis).
+REDIS_SECRET_ENV = (ENV_REDIS_PASSWORD, ENV_REDIS_PASSWORD_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Connections:
-    """Where Kafka and Redis are, resolved once per process."""
+    """Where Kafka and Redis are, and their credentials, resolved once per process (passwords never shown)."""
 
     kafka: str
     redis: str
     kafka_security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
+    #: Replaces the password of the Redis URL when set (``None``: the URL's, if any).
+    redis_password: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Connections:
-        """Resolve flags, then environment, then defaults; Kafka security only for commands with Kafka flags."""
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Connections:
+        """Resolve flags, then environment (default ``os.environ``), then defaults.
+
+        Kafka security only for commands with Kafka flags, the Redis password only for those with Redis flags.
+        """
+        env = os.environ if env is None else env
         has_kafka = hasattr(args, "kafka_security_protocol")
+        has_redis = hasattr(args, "redis_password_file")
         return cls(
-            kafka=getattr(args, "kafka", None) or os.environ.get("SKETCHGEN_KAFKA") or DEFAULT_KAFKA,
-            redis=getattr(args, "redis", None) or os.environ.get("SKETCHGEN_REDIS") or DEFAULT_REDIS,
+            kafka=getattr(args, "kafka", None) or env.get("SKETCHGEN_KAFKA") or DEFAULT_KAFKA,
+            redis=getattr(args, "redis", None) or env.get("SKETCHGEN_REDIS") or DEFAULT_REDIS,
             kafka_security=KafkaSecurity.resolve(
                 protocol=args.kafka_security_protocol, mechanism=args.kafka_sasl_mechanism,
                 username=args.kafka_username, password_file=args.kafka_password_file, ca_file=args.kafka_ca_file,
+                env=env,
             ) if has_kafka else KafkaSecurity(),
+            redis_password=resolve_redis_password(args.redis_password_file, env) if has_redis else None,
         )
 
 
+def resolve_redis_password(password_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The Redis password from ``password_file``, else ``SKETCHGEN_REDIS_PASSWORD``, else the file named by
+    ``SKETCHGEN_REDIS_PASSWORD_FILE``; ``None`` when none is set (empty values count as unset)."""
+    if password_file:
+        return read_redis_password_file(password_file)
+    if env.get(ENV_REDIS_PASSWORD):
+        return env[ENV_REDIS_PASSWORD]
+    if env.get(ENV_REDIS_PASSWORD_FILE):
+        return read_redis_password_file(env[ENV_REDIS_PASSWORD_FILE])
+    return None
+
+
+def read_redis_password_file(path: str) -> str:
+    """The password in ``path`` (a mounted Secret) without its trailing newline; one clear error if unusable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise SketchgenError(f"cannot read the Redis password file {path!r}: {exc.strerror or exc}") from None
+    if not password:
+        raise SketchgenError(f"the Redis password file {path!r} is empty")
+    return password
+
+
 def add_connection_args(parser: argparse.ArgumentParser, kafka: bool = True, redis: bool = True) -> None:
-    """Add ``--kafka`` and/or ``--redis`` to a sub-command."""
+    """Add ``--kafka`` (and Kafka security) and/or ``--redis`` (and the Redis password file) to a sub-command."""
     if kafka:
         parser.add_argument(
             "--kafka", metavar="BOOTSTRAP", help=f"Kafka bootstrap (env SKETCHGEN_KAFKA, default {DEFAULT_KAFKA})"
@@ -57,6 +100,15 @@ def add_connection_args(parser: argparse.ArgumentParser, kafka: bool = True, red
         add_kafka_security_args(parser)
     if redis:
         parser.add_argument("--redis", metavar="URL", help=f"Redis URL (env SKETCHGEN_REDIS, default {DEFAULT_REDIS})")
+        add_redis_password_args(parser)
+
+
+def add_redis_password_args(parser: argparse.ArgumentParser) -> None:
+    """``--redis-password-file``; ``--redis-password VALUE`` is refused."""
+    parser.add_argument("--redis-password", nargs="?", action=RefusePassword, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-password-file", metavar="PATH",
+                        help=f"file holding the Redis password, replacing the URL's (env {ENV_REDIS_PASSWORD}, or "
+                             f"a file named by {ENV_REDIS_PASSWORD_FILE})")
 
 
 def add_kafka_security_args(parser: argparse.ArgumentParser) -> None:
@@ -76,12 +128,14 @@ def add_kafka_security_args(parser: argparse.ArgumentParser) -> None:
 
 
 class RefusePassword(argparse.Action):
-    """``--kafka-password VALUE`` is refused (the value would show in ``ps``), without echoing the value.
+    """``--kafka-password VALUE`` / ``--redis-password VALUE`` is refused (the value would show in ``ps``),
+    without echoing the value.
 
-    Declared so that argparse does not take it as an abbreviation of ``--kafka-password-file``.
+    Declared so that argparse does not take it as an abbreviation of ``--…-password-file``.
     """
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
-        parser.error("--kafka-password is not accepted (it would show in `ps`): set SKETCHGEN_KAFKA_PASSWORD "
-                     "or give a file with --kafka-password-file")
+        service = "redis" if option_string and option_string.startswith("--redis") else "kafka"
+        parser.error(f"--{service}-password is not accepted (it would show in `ps`): set "
+                     f"SKETCHGEN_{service.upper()}_PASSWORD or give a file with --{service}-password-file")

@@ -136,9 +136,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 
 def open_store(conn: Connections) -> SketchStore:
-    """A store on a reachable Redis, or one clear error."""
-    check_reachable(conn.redis)
-    return SketchStore(connect(conn.redis))
+    """A store on a reachable Redis (with the resolved password), or one clear error without the password."""
+    check_reachable(conn.redis, conn.redis_password)
+    return SketchStore(connect(conn.redis, conn.redis_password))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
