@@ -63,6 +63,7 @@ class WorkerHealth:
         self._partitions: int | None = None
         self._wanted: set[int] = set()
         self._owned: set[int] = set()
+        self._dead_letter_error: str | None = None
         self._probe = _Probe()
 
     # -- reports from the consume loop ------------------------------------------------
@@ -97,6 +98,11 @@ class WorkerHealth:
         """The partitions held changed outside a rebalance (fenced by another worker)."""
         with self._lock:
             self._owned = set(owned)
+
+    def dead_letters(self, error: str | None) -> None:
+        """Dead letters could not be confirmed (``error``: why; offsets are held) or are flowing again (None)."""
+        with self._lock:
+            self._dead_letter_error = error
 
     # -- reports from the prober ----------------------------------------------------
 
@@ -140,6 +146,7 @@ class WorkerHealth:
             (self._probe.redis_error is not None, f"Redis: {self._probe.redis_error}"),
             (self._probe.stream_error is not None, f"{self._probe.stream_error}"),
             (self._probe.kafka_error is not None, f"Kafka: {self._probe.kafka_error}"),
+            (self._dead_letter_error is not None, f"{self._dead_letter_error} (offsets held, retrying)"),
             (self._last_member is None or now - self._last_member > self.member_ttl_s,
              "not a live member of the group (no membership heartbeat within the member TTL)"),
             (not self._partitions, "the topic has no partitions yet (does it exist?)"),

@@ -13,6 +13,11 @@ on ``--metrics-port`` beside ``/healthz`` and ``/readyz`` by :mod:`ingest.http_a
 | ``sketchgen_ingest_lag_records{partition}`` | gauge | log end offset minus consumed position |
 | ``sketchgen_sketch_records`` | gauge | records in the stream's all-time sketch (all workers) |
 | ``sketchgen_ingest_fenced_total`` | counter | flushes refused because another worker owns the partition |
+| ``sketchgen_ingest_pauses_total`` | counter | wake-ups after a pause or stall past the member TTL |
+| ``sketchgen_ingest_claims_lost_total`` | counter | claims dropped because another worker took the partition |
+| ``sketchgen_ingest_dropped_rows_total`` | counter | unflushed rows dropped with a lost claim (re-read by the owner) |
+| ``sketchgen_ingest_stale_batches_total`` | counter | folded batches discarded because their claim had ended |
+| ``sketchgen_ingest_dead_letter_holds_total`` | counter | flushes held back because dead letters were unconfirmed |
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class IngestMetrics:
     def __init__(self, stream: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         labels = {"stream": stream}
+        self._stream = stream
         r = self.registry
         self.records = Counter(
             "sketchgen_ingest_records", "Rows folded into the sketch by this worker.", ["stream"], registry=r
@@ -60,7 +66,23 @@ class IngestMetrics:
             "sketchgen_ingest_fenced", "Flushes refused because another worker owns the partition.", ["stream"],
             registry=r,
         ).labels(**labels)
+        self.pauses = self._counter("sketchgen_ingest_pauses", "Wake-ups after a pause or stall past the member TTL.")
+        self.claims_lost = self._counter(
+            "sketchgen_ingest_claims_lost", "Claims dropped because another worker took the partition."
+        )
+        self.dropped_rows = self._counter(
+            "sketchgen_ingest_dropped_rows", "Unflushed rows dropped with a lost claim (re-read by the new owner)."
+        )
+        self.stale_batches = self._counter(
+            "sketchgen_ingest_stale_batches", "Folded batches discarded because the claim they were read under ended."
+        )
+        self.dead_letter_holds = self._counter(
+            "sketchgen_ingest_dead_letter_holds", "Partition flushes held back because dead letters were unconfirmed."
+        )
         self.stream = stream
+
+    def _counter(self, name: str, doc: str) -> Counter:
+        return Counter(name, doc, ["stream"], registry=self.registry).labels(stream=self._stream)
 
     def rejected(self, reason: str) -> None:
         self._rejected.labels(stream=self.stream, reason=reason).inc()

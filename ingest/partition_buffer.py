@@ -33,6 +33,7 @@ class PartitionBuffer:
         # None: nothing stored in Redis yet; the delta then starts at the first record consumed.
         self.from_offset = None if from_offset is None else int(from_offset)
         self.next_offset = self.from_offset
+        self.read_offset = self.from_offset  # end of the records handed to folding (>= next_offset)
         self.m = m
         self.buckets = buckets
         self.total = np.zeros(2 * m)
@@ -58,7 +59,11 @@ class PartitionBuffer:
     def start_at(self, offset: int) -> None:
         """Anchor a buffer created without a stored offset at the first offset it consumes."""
         if self.from_offset is None:
-            self.from_offset = self.next_offset = int(offset)
+            self.from_offset = self.next_offset = self.read_offset = int(offset)
+
+    def read_to(self, offset: int) -> None:
+        """Records up to ``offset`` (exclusive) were handed to folding: never fold them again."""
+        self.read_offset = int(offset) if self.read_offset is None else max(self.read_offset, int(offset))
 
     def advance(self, next_offset: int) -> None:
         """Mark offsets up to ``next_offset`` (exclusive) as consumed."""

@@ -1,24 +1,23 @@
-"""The ingest worker: Kafka → sketch in Redis, exactly once (BRIEF §4, §6).
+"""The ingest worker: Kafka → sketch in Redis, exactly once (docs/ingest.md).
 
-The consume loop (:meth:`IngestWorker.run`) separates three concerns:
+The worker keeps three concerns in three homes:
 
-* **consuming** — a kafka-python consumer with manually assigned partitions; which worker
-  owns which partition is decided by :mod:`ingest.membership` (live members in Redis,
-  round-robin). When a worker takes a partition it *claims* it in Redis (its epoch bumped,
-  fencing any previous owner) and seeks to the offset stored there; Kafka's own committed
-  offsets (under the group id) are written after each flush for lag monitoring and
-  autoscaling only, never read back;
-* **state** — one :class:`~ingest.partition_buffer.PartitionBuffer` per partition holds the
-  feature sums of records consumed since the last flush; bad records go to the dead-letter
-  topic with the reason in a header and only advance the offset;
-* **checkpointing** — every ``flush_ms`` (or ``flush_records`` rows) each dirty buffer is
-  applied to Redis by one atomic script together with its new next offset and time buckets.
-  Dead-letter records are flushed to Kafka first, so an offset never moves past a bad record
-  that has not reached the dead-letter topic.
+* **consuming** — this module's loop (:meth:`IngestWorker.run`): poll Kafka, hand each
+  partition's records to the fold process (:mod:`ingest.fold`) together with the claim they
+  were read under, apply finished batches to exactly those claims;
+* **ownership and state** — :mod:`ingest.ownership`: which partitions this worker holds, one
+  :class:`~ingest.ownership.OwnedPartition` per claim (epoch) with its buffer of not yet
+  flushed sums and dead letters. Who owns what is decided by :mod:`ingest.membership` (live
+  members by Redis's clock, round-robin); a claim fences the previous owner in Redis;
+* **checkpointing** — :mod:`ingest.flusher`: every ``flush_ms`` (or ``flush_records`` rows)
+  each dirty claim's dead letters are confirmed by the broker, then its buffer goes to Redis
+  in one atomic script with its new next offset and time buckets, fenced by its epoch.
 
-A crash loses only unflushed buffers, and their records are read again from the offsets
-in Redis by whoever owns the partition next; a worker that lost its partition is refused by
-the epoch check. Hence every valid record is counted exactly once.
+Rows read under one claim are only ever flushed under that claim (the ownership invariant);
+a crash loses only unflushed buffers, re-read from the offsets in Redis by the next owner;
+a worker that wakes from a pause checks its claims before writing anything. Hence every
+valid record is counted exactly once, and every rejected one reaches the dead-letter topic
+at least once.
 """
 
 from __future__ import annotations
@@ -40,9 +39,10 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
+from ingest.dead_letters import DeadLetter, DeadLetterQueue
 from ingest.decode import MAX_VALUE_BYTES, RecordError
+from ingest.flusher import Flusher
 from ingest.fold import Folder, Job
 from ingest.health import ReadinessProber, WorkerHealth
 from ingest.http_api import serve
@@ -50,9 +50,9 @@ from ingest.kafka_connect import client_config, connect_error
 from ingest.kafka_security import KafkaSecurity
 from ingest.membership import Membership, assign
 from ingest.metrics import IngestMetrics
-from ingest.partition_buffer import PartitionBuffer
-from sketch_store.errors import SketchgenError, SpecMismatchError
-from sketch_store.redis_store import Claim, FencedError, SketchStore, StreamNotFoundError
+from ingest.ownership import OwnedPartition, PartitionOwnership
+from sketch_store.errors import SketchgenError
+from sketch_store.redis_store import SketchStore
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,7 @@ _VALUE = operator.attrgetter("value")
 _HEADERS = operator.attrgetter("headers")
 _TIMESTAMP = operator.attrgetter("timestamp")
 
-STOP_FLUSH_ATTEMPTS = 5  # when stopping, give up on an unreachable Redis after this many tries
 IN_FLIGHT = 8  # polled batches being decoded and folded while the next poll runs
-REASON_HEADER = "sketchgen-reject-reason"
-DETAIL_HEADER = "sketchgen-reject-detail"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +111,7 @@ class IngestWorker:
         self.spec = store.get_spec(config.stream)
         self.buckets = store.bucket_config(config.stream)
         self.metrics = metrics or IngestMetrics(config.stream)
-        self.claims: dict[TopicPartition, Claim] = {}
-        self.buffers: dict[TopicPartition, PartitionBuffer] = {}
+        self.ownership = PartitionOwnership(store, config.stream, self.spec.m, self.buckets, self.metrics)
         self.stop_event = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -123,9 +119,13 @@ class IngestWorker:
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
         self._last_rebalance = 0.0
+        self._last_member_beat = time.monotonic()
         self._cooldown: dict[TopicPartition, float] = {}
         self._folder = Folder(self.spec, self.buckets.fine_seconds, config.max_value_bytes)
         self._inflight: collections.deque[tuple[Future, list]] = collections.deque()
+        self._positioned: dict[TopicPartition, OwnedPartition] = {}  # claims the consumer was seeked for
+        self.dead_letters: DeadLetterQueue | None = None
+        self.flusher: Flusher | None = None
         self.member_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.membership = Membership(
             store.client, config.stream, config.group_id, self.member_id, ttl=config.member_ttl_s
@@ -157,6 +157,8 @@ class IngestWorker:
             )
         except KafkaError as exc:
             raise connect_error(self.config.kafka, self.config.kafka_security, exc) from None
+        self.dead_letters = DeadLetterQueue(self.producer, self.config.dead_letter_topic)
+        self.flusher = Flusher(self.ownership, self.dead_letters, self.metrics, self.stop_event, self.health.beat)
         self.health.connected()
         log.info(
             "ingest worker %s for stream %s: topic %s, group %s, dead letters to %s, Kafka %s, %s",
@@ -211,7 +213,8 @@ class IngestWorker:
                 self.health.beat()
                 self._rebalance()
                 self.health.beat()
-                if not self.buffers:
+                if not len(self.ownership):
+                    self._drain()  # batches of claims that ended: dropped, not kept for a later claim
                     self.stop_event.wait(0.2)
                     continue
                 self._poll_once()
@@ -248,59 +251,77 @@ class IngestWorker:
         self._last_rebalance = now
         assert self.consumer is not None
         try:
-            members = self.membership.heartbeat()
+            beat = self.membership.heartbeat()
         except redis.RedisError as exc:
             log.warning("membership heartbeat failed (%s); keeping current partitions", exc)
             return
+        self._last_member_beat = time.monotonic()
         self.health.member()
+        if beat.lapsed:
+            self._lapsed("its group membership had expired (paused or stalled past the member TTL)")
         partitions = self.consumer.partitions_for_topic(self.config.topic)
         if not partitions:
             log.info("topic %s has no partitions yet; waiting", self.config.topic)
-            self.health.partitions(0, set(), {tp.partition for tp in self.buffers})
+            self.health.partitions(0, set(), {tp.partition for tp in self.ownership.partitions()})
             return
         topic_partitions = [TopicPartition(self.config.topic, p) for p in sorted(partitions)]
-        wanted = set(assign(topic_partitions, members, self.member_id))
-        current = set(self.buffers)
+        wanted = set(assign(topic_partitions, beat.members, self.member_id))
+        current = self.ownership.partitions()
         released = current - wanted
         if released:
-            self._drain()  # a batch still in flight must not land in a later buffer of the same partition
             self._release(released)
         acquired = {tp for tp in wanted - current if self._cooldown.get(tp, 0.0) <= now}
+        for tp in sorted(acquired):
+            self.ownership.take(tp)
         if released or acquired:
-            self.consumer.assign(sorted((current - released) | acquired))
-            if acquired:
-                self._acquire(acquired)
+            self._assign()
         self.health.partitions(
-            len(partitions), {tp.partition for tp in wanted}, {tp.partition for tp in self.buffers}
+            len(partitions), {tp.partition for tp in wanted}, {tp.partition for tp in self.ownership.partitions()}
         )
 
-    def _acquire(self, tps: set[TopicPartition]) -> None:
-        """Claim partitions in Redis (fencing their previous owner) and seek to the stored offsets."""
+    def _check_awake(self) -> None:
+        """Before writing: after a gap of half a member TTL without a heartbeat (a pause), heartbeat now.
+
+        The heartbeat tells, by Redis's clock, whether our membership lapsed meanwhile; if it
+        did, :meth:`_lapsed` drops the claims Redis no longer honours before anything is written.
+        """
+        if time.monotonic() - self._last_member_beat > self.config.member_ttl_s / 2:
+            self._rebalance()
+
+    def _lapsed(self, why: str) -> None:
+        """After a pause: before writing anything, drop every claim Redis no longer honours."""
+        self.metrics.pauses.inc()
+        log.warning("this worker was paused or stalled: %s; checking its claims before writing", why)
+        lost = self.ownership.verify(f"after a pause, {why}")
+        for owned in lost:
+            self._cooldown[owned.tp] = time.monotonic() + self.config.fenced_cooldown_s
+        if lost:
+            self._assign()
+
+    def _assign(self) -> None:
+        """Point the consumer at the claims held now; a new claim starts at the offset Redis stored."""
         assert self.consumer is not None
-        for tp in sorted(tps):
-            claim = self.store.claim(self.config.stream, tp.topic, tp.partition)
-            self.claims[tp] = claim
-            if claim.next_offset is None:
-                self.consumer.seek_to_beginning(tp)
+        held = self.ownership.all()
+        self.consumer.assign([o.tp for o in held])  # kafka-python keeps the positions of partitions kept
+        for owned in held:
+            if self._positioned.get(owned.tp) is owned:
+                continue
+            if owned.claim.next_offset is None:
+                self.consumer.seek_to_beginning(owned.tp)
             else:
-                self.consumer.seek(tp, claim.next_offset)
-            self.buffers[tp] = PartitionBuffer(claim.next_offset, self.spec.m, self.buckets)
-            log.info(
-                "took %s:%d at %s (epoch %d)", tp.topic, tp.partition,
-                "the beginning" if claim.next_offset is None else f"offset {claim.next_offset}", claim.epoch,
-            )
+                self.consumer.seek(owned.tp, owned.claim.next_offset)
+            self._positioned[owned.tp] = owned
+        self._positioned = {o.tp: o for o in held}
+        self.health.owned({o.tp.partition for o in held})
 
     def _release(self, tps: set[TopicPartition]) -> None:
         """Flush and hand over partitions this worker no longer owns."""
-        self.flush(only=set(tps))
-        for tp in tps:
-            self._drop(tp)
-            log.info("handed over %s:%d", tp.topic, tp.partition)
-
-    def _drop(self, tp: TopicPartition) -> None:
-        self.claims.pop(tp, None)
-        self.buffers.pop(tp, None)
-        self.metrics.forget_lag(str(tp.partition))
+        self._drain()  # batches read under these claims go out with their last flush
+        releasing = [o for o in self.ownership.all() if o.tp in tps]
+        self._flush(releasing)
+        for owned in releasing:
+            self.ownership.drop(owned)
+            log.info("handed over %s:%d", owned.tp.topic, owned.tp.partition)
 
     def _leave(self) -> None:
         try:
@@ -312,9 +333,8 @@ class IngestWorker:
     #
     # The main thread polls Kafka; decoding and the feature kernel run in a child process
     # (ingest.fold) on the other core while the next polls parse records. Up to
-    # ``IN_FLIGHT`` batches are in flight; they are applied in order (sums added to the
-    # buffers, rejects sent to the dead-letter topic), and all of them are drained before
-    # flushing or changing partitions.
+    # ``IN_FLIGHT`` batches are in flight; each carries the claims (OwnedPartition objects)
+    # its records were read under, and is applied in order to exactly those claims.
 
     def _poll_once(self) -> None:
         assert self.consumer is not None
@@ -323,18 +343,26 @@ class IngestWorker:
         if pending:
             jobs = [self._job(records) for _, records in pending]
             self._inflight.append((self._folder.submit(jobs), pending))
+        self._apply_done()
+
+    def _apply_done(self) -> None:
+        """Apply the batches whose folding finished (and the oldest ones beyond ``IN_FLIGHT``)."""
         while len(self._inflight) > IN_FLIGHT or (self._inflight and self._inflight[0][0].done()):
             self._apply(*self._inflight.popleft())
 
-    def _collect(self, tp: TopicPartition, records: list) -> tuple[TopicPartition, list] | None:
-        """The records of a partition this worker still has to fold (none if it no longer owns it)."""
-        buf = self.buffers.get(tp)
-        if buf is None or not records:
+    def _collect(self, tp: TopicPartition, records: list) -> tuple[OwnedPartition, list] | None:
+        """The records of a claim this worker holds that it has not folded yet (None if none)."""
+        owned = self.ownership.get(tp)
+        if owned is None or not records:
             return None  # fenced or not ours any more: the owner will read these records
+        buf = owned.buffer
         buf.start_at(records[0].offset)
-        if records[0].offset < buf.next_offset:
-            records = [r for r in records if r.offset >= buf.next_offset]
-        return (tp, records) if records else None
+        if records[0].offset < buf.read_offset:
+            records = [r for r in records if r.offset >= buf.read_offset]
+        if not records:
+            return None
+        buf.read_to(records[-1].offset + 1)
+        return owned, records
 
     @staticmethod
     def _job(records: list) -> Job:
@@ -350,29 +378,34 @@ class IngestWorker:
         while self._inflight:
             self._apply(*self._inflight.popleft())
 
-    def _apply(self, future: Future, pending: list) -> None:
-        """Apply one folded batch: bucket sums into the buffers, rejects to the dead-letter topic."""
-        for (tp, records), folded in zip(pending, future.result(), strict=True):
+    def _apply(self, future: Future, pending: list[tuple[OwnedPartition, list]]) -> None:
+        """Apply one folded batch to the claims it was read under: sums into their buffers, rejects out.
+
+        A claim that ended meanwhile (handed over, fenced, lost after a pause) takes nothing:
+        its records are read again by the partition's owner.
+        """
+        results = future.result()
+        self._check_awake()
+        for (owned, records), folded in zip(pending, results, strict=True):
+            if not self.ownership.is_current(owned):
+                self.metrics.stale_batches.inc()
+                log.info("dropping a batch of %d records read under %s, which this worker no longer holds",
+                         len(records), owned.describe())
+                continue
             for index, reason, detail in folded.rejects:
-                self._dead_letter(tp, records[index], RecordError(reason, detail))
-            buf = self.buffers.get(tp)
-            if buf is None:
-                continue  # handed over meanwhile: the new owner re-reads these records
+                self._dead_letter(owned, records[index], RecordError(reason, detail))
+            buf = owned.buffer
             for start, total, n in folded.buckets:
                 buf.add(total, n, float(start))
                 self._pending_rows += n
             buf.advance(records[-1].offset + 1)
 
-    def _dead_letter(self, tp: TopicPartition, record, exc: RecordError) -> None:
-        assert self.producer is not None
-        headers = [
-            *(record.headers or []),
-            (REASON_HEADER, exc.reason.encode()),
-            (DETAIL_HEADER, exc.detail[:500].encode("utf-8", "replace")),
-            ("sketchgen-source", f"{tp.topic}:{tp.partition}:{record.offset}".encode()),
-        ]
-        value = record.value if record.value is not None and len(record.value) <= self.config.max_value_bytes else b""
-        self.producer.send(self.config.dead_letter_topic, value=value, key=record.key, headers=headers)
+    def _dead_letter(self, owned: OwnedPartition, record, exc: RecordError) -> None:
+        tp = owned.tp
+        letter = DeadLetter.of(record.value, record.key, record.headers, tp.topic, tp.partition, record.offset,
+                               exc.reason, exc.detail, self.config.max_value_bytes)
+        self.dead_letters.send(letter)
+        owned.pending_dead_letters.append(letter)
         self.metrics.rejected(exc.reason)
         log.warning("rejected %s:%d@%d (%s): %s", tp.topic, tp.partition, record.offset, exc.reason, exc.detail[:200])
 
@@ -381,72 +414,47 @@ class IngestWorker:
     def _flush_due(self) -> bool:
         elapsed_ms = (time.monotonic() - self._last_flush) * 1000.0
         return self._pending_rows >= self.config.flush_records or (
-            elapsed_ms >= self.config.flush_ms and any(b.dirty for b in self.buffers.values())
+            elapsed_ms >= self.config.flush_ms and any(o.dirty for o in self.ownership.all())
         )
 
-    def flush(self, only: set[TopicPartition] | None = None) -> None:
-        """Write every dirty buffer to Redis atomically, then commit offsets to Kafka (for lag only).
+    def flush(self) -> None:
+        """Write every dirty claim to Redis (:mod:`ingest.flusher`), then commit offsets to Kafka (lag only).
 
-        Batches still being folded are not waited for: they land in the buffers afterwards
-        and go out with the next flush (so the pipeline keeps running while we flush).
+        Batches still being folded are not waited for: they land in their claims' buffers
+        afterwards and go out with the next flush (so the pipeline keeps running while we flush).
         """
-        dirty = [tp for tp, b in self.buffers.items() if b.dirty and (only is None or tp in only)]
+        self._flush(self.ownership.all())
+
+    def _flush(self, claims: list[OwnedPartition]) -> None:
         self._last_flush = time.monotonic()
-        if not dirty:
+        if not any(o.dirty for o in claims):
             return
-        if self.producer is not None:
-            self.producer.flush(timeout=30)  # dead letters are durable before offsets move past them
-        start = time.perf_counter()
-        committed: dict[TopicPartition, OffsetAndMetadata] = {}
-        for tp in dirty:
-            buf = self.buffers[tp]
-            if self._flush_partition(tp, buf):
-                committed[tp] = OffsetAndMetadata(buf.next_offset, "", -1)
-                self.metrics.records.inc(buf.count)
-                self.metrics.batch_records.observe(buf.count)
-                buf.reset()
-        self.metrics.flush_seconds.observe(time.perf_counter() - start)
-        self._pending_rows = sum(b.count for b in self.buffers.values())
-        if committed and self.consumer is not None:
+        self._check_awake()
+        assert self.flusher is not None
+        result = self.flusher.flush(claims)
+        for owned in result.lost:
+            self._cooldown[owned.tp] = time.monotonic() + self.config.fenced_cooldown_s
+        if result.lost:
+            self._assign()
+        self._hold(result.held)
+        self._pending_rows = sum(o.buffer.count for o in self.ownership.all())
+        if result.committed and self.consumer is not None:
             try:
-                self.consumer.commit_async(offsets=committed)
+                self.consumer.commit_async(offsets=result.committed)
             except KafkaError as exc:  # only lag monitoring depends on it
                 log.debug("offset commit to Kafka failed: %s", exc)
 
-    def _flush_partition(self, tp: TopicPartition, buf: PartitionBuffer) -> bool:
-        """Write one buffer; retry through Redis outages; drop it if the partition was taken over."""
-        claim = self.claims[tp]
-        delay, attempts = 0.1, 0
-        while True:
-            try:
-                status = self.store.flush(
-                    self.config.stream, claim, buf.from_offset, buf.next_offset, buf.total, buf.count,
-                    buf.bucket_deltas(),
-                )
-                self.metrics.flushes.inc()
-                if status == "duplicate":
-                    log.info("flush of %s:%d was already applied (retry after a lost reply)", tp.topic, tp.partition)
-                return True
-            except FencedError as exc:
-                log.warning("%s; dropping %d unflushed rows", exc, buf.count)
-                self.metrics.fenced.inc()
-                self._drop(tp)
-                self.health.owned({t.partition for t in self.buffers})
-                self._cooldown[tp] = time.monotonic() + self.config.fenced_cooldown_s
-                if self.consumer is not None:
-                    self.consumer.assign(sorted(self.buffers))
-                return False
-            except (StreamNotFoundError, SpecMismatchError):
-                raise
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                attempts += 1
-                if self.stop_event.is_set() and attempts >= STOP_FLUSH_ATTEMPTS:
-                    # unflushed rows are not lost: the next owner re-reads them from Redis's offsets
-                    raise SketchgenError(f"cannot flush to Redis while stopping: {exc}") from None
-                log.warning("Redis unavailable (%s); retrying flush in %.1fs", exc, delay)
-                self.health.beat()  # retrying through an outage is the loop working, not wedged
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    def _hold(self, held: list[OwnedPartition]) -> None:
+        """Stop reading the partitions whose dead letters are unconfirmed, and resume the others."""
+        assert self.consumer is not None
+        tps = {o.tp for o in held}
+        paused = self.consumer.paused()
+        if tps - paused:
+            self.consumer.pause(*(tps - paused))
+        current = self.ownership.partitions()
+        if (paused - tps) & current:
+            self.consumer.resume(*((paused - tps) & current))
+        self.health.dead_letters(self.dead_letters.last_error if held else None)
 
     def _update_lag(self) -> None:
         now = time.monotonic()
@@ -454,7 +462,7 @@ class IngestWorker:
             return
         self._last_lag = now
         try:
-            for tp in list(self.buffers):
+            for tp in sorted(self.ownership.partitions()):
                 # highwater (log end seen by the last fetch): ListOffsets on Tansu reports a batch start instead
                 high = self.consumer.highwater(tp)
                 if high is not None:

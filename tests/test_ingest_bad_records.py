@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from ingest.dead_letters import DETAIL_HEADER, REASON_HEADER
 from ingest.decode import F32_CONTENT_TYPE, MAX_VALUE_BYTES, REASONS, RecordError, check_range, decode_value
-from ingest.worker import DETAIL_HEADER, REASON_HEADER
 from sketch_store.errors import SpecError
 from sketch_store.features import FeatureMap
 from sketch_store.redis_connect import connect
