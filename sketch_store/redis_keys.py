@@ -1,14 +1,22 @@
 """Redis key layout of one stream. Every key carries the hash tag ``{sg:NAME}`` so that
-all keys of a stream live in one Redis Cluster slot and one Lua script may touch them all.
+all keys of a stream live in one Redis Cluster slot and one Lua script may touch them all
+(each script declares every key it touches in KEYS: docs/redis_scripts.md).
 
 | key | type | contents |
 |---|---|---|
-| ``{sg:NAME}:meta`` | hash | ``spec`` (spec ``.npz`` bytes), ``fingerprint``, ``created``, bucket config |
+| ``{sg:NAME}:meta`` | hash | ``spec``, ``fingerprint``, ``created``, ``updated``, ``buckets``, ``incarnation`` |
 | ``{sg:NAME}:parts`` | set | ``topic:partition`` members that ever wrote |
 | ``{sg:NAME}:part:TOPIC:P`` | hash | ``sum`` (float64 LE, 2m), ``count``, ``next_offset``, ``epoch``, ``updated`` |
 | ``{sg:NAME}:bucket:LEVEL:START`` | hash | ``sum``, ``count`` of all partitions, timestamps in [START, START+res) |
 | ``{sg:NAME}:buckets:LEVEL`` | zset | bucket starts (score = start, seconds) of that level, for window reads |
-| ``{sg:NAME}:checkpoint`` | hash | the learner's latest checkpoint (issue 4) |
+| ``{sg:NAME}:epoch`` | string | highest epoch any claim of the stream got; **kept** when the stream is deleted |
+| ``{sg:NAME}:members:GROUP`` | zset | live ingest workers of a group (``ingest.membership``) |
+| ``{sg:NAME}:lease`` | string | the learner lease (``sketch_store.leadership``) |
+| ``{sg:NAME}:checkpoint`` | hash | the learner's latest checkpoint (``sketch_store.leadership``) |
+
+``incarnation`` is a new id at each creation of the stream; ``buckets`` its JSON bucket config.
+The epoch counter outlives the stream (a few bytes), so a recreated stream's claims get
+higher epochs than every writer of the old one.
 
 Example
 -------
@@ -59,11 +67,20 @@ class StreamKeys:
     def partition(self, topic: str, partition: int) -> str:
         return f"{self.prefix}:part:{topic}:{int(partition)}"
 
+    def part_of(self, member: str) -> str:
+        """The partition key of a member ``topic:partition`` of the parts set."""
+        return f"{self.prefix}:part:{member}"
+
     def bucket(self, level: str, start: int) -> str:
         return f"{self.prefix}:bucket:{level}:{int(start)}"
 
     def bucket_index(self, level: str) -> str:
         return f"{self.prefix}:buckets:{level}"
+
+    @property
+    def epoch_counter(self) -> str:
+        """The stream's epoch high-water mark: survives deletion, so epochs never go backwards."""
+        return f"{self.prefix}:epoch"
 
     @property
     def checkpoint(self) -> str:

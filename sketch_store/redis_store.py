@@ -1,17 +1,25 @@
-"""Streams in Redis: spec, per-partition sums with offsets and epochs, time buckets (BRIEF §4).
+"""Streams in Redis: spec, per-partition sums with offsets and epochs, time buckets.
 
 :class:`SketchStore` is the one place that talks to Redis about sketches:
 
 * :meth:`~SketchStore.create_stream` stores a spec (refusing to overwrite without ``replace``);
-* :meth:`~SketchStore.claim` fences a partition: it bumps the partition's epoch and returns
-  it with the stored next offset, where the new owner must resume;
+* :meth:`~SketchStore.claim` fences a partition: it gives the partition a new epoch, above
+  every epoch the stream (or a deleted stream of the same name) ever handed out, and returns
+  it with the stored next offset, where the new owner must resume, and the stream's
+  incarnation;
 * :meth:`~SketchStore.flush` adds a partition's delta (sum, count, new next offset) and its
   time-bucket deltas in one atomic Lua step, refused when the epoch is stale (the writer
-  lost the partition) and recognised as a duplicate when it was already applied (a retry
-  after a lost reply), so every record is counted exactly once;
+  lost the partition) or the stream was recreated since the claim, and recognised as a
+  duplicate when it was already applied (a retry after a lost reply), so every record is
+  counted exactly once;
+* :meth:`~SketchStore.delete_stream` first removes the stream's meta in one step (every
+  later flush or claim of it then writes nothing), then its other keys;
 * reads: all-time (:meth:`~SketchStore.read_total`), the last W seconds
   (:meth:`~SketchStore.read_window`), exponentially decayed with half-life H
   (:meth:`~SketchStore.read_decayed`), and :meth:`~SketchStore.status`.
+
+Every script validates all it will touch before its first write and declares every key it
+touches (docs/redis_scripts.md).
 
 Buckets come at two levels, ``fine`` (default 10 s kept 1 h) and ``coarse`` (default 5 min
 kept 7 days); each holds the sum over all partitions of the records whose timestamp falls
@@ -34,19 +42,24 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import redis
 
 from sketch_store.errors import SketchgenError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
-from sketch_store.redis_scripts import CLAIM, CREATE, FLUSH, READ_BUCKETS, READ_PARTS
+from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_PARTS
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
 
 LEVELS = ("fine", "coarse")
+
+#: Reads whose key list comes from a first plain read are tried this often when the listing
+#: keeps changing under them (a partition's first flush, a new or pruned bucket).
+LISTING_ATTEMPTS = 8
 
 
 class StreamNotFoundError(SketchgenError):
@@ -59,6 +72,22 @@ class StreamExistsError(SketchgenError):
 
 class FencedError(SketchgenError):
     """A write was refused because another worker now owns the partition."""
+
+
+class StreamRecreatedError(SketchgenError):
+    """The stream was deleted and created again since the caller claimed a partition or read it."""
+
+
+class CorruptStoreError(SketchgenError):
+    """Redis holds a value the store cannot use (wrong key type, a non-integer count); nothing was written."""
+
+
+class CorruptSumError(CorruptStoreError):
+    """A stored sum has the wrong length for the stream's spec; nothing was written."""
+
+
+class StoreScriptError(SketchgenError):
+    """A store script refused its arguments, failed, or replied unexpectedly."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +114,17 @@ class BucketConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """Ownership of one partition: the epoch to write with and where to resume (None: nothing stored)."""
+    """Ownership of one partition: the epoch to write with and where to resume (None: nothing stored).
+
+    ``incarnation`` is the stream's incarnation at the claim (see :meth:`SketchStore.incarnation`):
+    flushes with this claim are refused once the stream has been recreated.
+    """
 
     topic: str
     partition: int
     epoch: int
     next_offset: int | None
+    incarnation: str = ""
 
 
 @dataclasses.dataclass
@@ -131,12 +165,45 @@ def _to_bytes(vec: np.ndarray) -> bytes:
 
 def _from_bytes(raw: bytes, m: int, where: str) -> np.ndarray:
     if len(raw) != 16 * m:
-        raise SketchgenError(f"corrupt sum in {where}: {len(raw)} bytes, expected {16 * m}")
+        raise CorruptSumError(f"corrupt sum in {where}: {len(raw)} bytes, expected {16 * m}")
     return np.frombuffer(raw, dtype="<f8").astype(np.float64)
 
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def flush_call(
+    keys: StreamKeys,
+    fingerprint: str,
+    claim: Claim,
+    from_offset: int,
+    next_offset: int,
+    total: np.ndarray,
+    count: int,
+    buckets: Sequence[BucketDelta],
+    cfg: BucketConfig,
+    now: float,
+) -> tuple[list[str], list[object]]:
+    """The KEYS and ARGV of one FLUSH run (layout in :data:`sketch_store.redis_scripts.FLUSH`).
+
+    Bucket deltas whose bucket has outlived its retention at ``now`` are left out: they count in
+    the all-time sum only.
+    """
+    member = f"{claim.topic}:{claim.partition}"
+    key_list = [keys.meta, keys.parts, keys.partition(claim.topic, claim.partition)]
+    args: list[object] = [
+        fingerprint, claim.incarnation, member, claim.epoch, int(from_offset), int(next_offset), repr(float(now)),
+        _to_bytes(total), int(count),
+    ]
+    for b in buckets:
+        res, keep = cfg.resolution(b.level), cfg.keep(b.level)
+        expire_at = b.start + res + keep
+        if expire_at <= now:
+            continue  # too old for any window: counted in the all-time sum only
+        key_list += [keys.bucket(b.level, b.start), keys.bucket_index(b.level)]
+        args += [int(b.start), math.ceil(expire_at), int(now - keep - res), _to_bytes(b.total), int(b.count)]
+    return key_list, args
 
 
 class SketchStore:
@@ -145,6 +212,7 @@ class SketchStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._create = client.register_script(CREATE)
+        self._drop = client.register_script(DROP)
         self._claim = client.register_script(CLAIM)
         self._flush = client.register_script(FLUSH)
         self._read_parts = client.register_script(READ_PARTS)
@@ -152,10 +220,63 @@ class SketchStore:
         self._specs: dict[str, SketchSpec] = {}
         self._bucket_cfgs: dict[str, BucketConfig] = {}
 
+    # -- running scripts -----------------------------------------------------
+
+    @staticmethod
+    def _run(script: Callable[..., object], keys: list[str], args: list[object], what: str) -> list[object]:
+        """Run one store script; a server-side script error becomes a :class:`StoreScriptError`."""
+        try:
+            reply = script(keys=keys, args=args)
+        except redis.ResponseError as exc:
+            raise StoreScriptError(f"Redis refused the {what} script: {exc}") from None
+        return reply if isinstance(reply, list) else [reply]
+
+    @staticmethod
+    def _listed(
+        run: Callable[[list[bytes]], list[object]], listing: list[bytes], what: str
+    ) -> list[object]:
+        """Run a script over the keys of ``listing``; while it answers 'retry', again with the listing it sent."""
+        for _ in range(LISTING_ATTEMPTS):
+            reply = run(listing)
+            if _text(reply[0]) != "retry":
+                return reply
+            listing = [bytes(x) for x in reply[1:]]
+        raise StoreScriptError(f"the {what} kept changing during {LISTING_ATTEMPTS} attempts to read it; try again")
+
+    def _refuse(self, name: str, reply: list[object], what: str, recreated: str = "") -> None:
+        """Raise the error a refusal reply stands for (stream gone or changed, corrupt data, bad arguments)."""
+        status = _text(reply[0]) if reply else None
+        if status == "missing":
+            self._forget(name)
+            raise StreamNotFoundError(f"stream {name!r} no longer exists in Redis")
+        if status == "spec":
+            self._forget(name)
+            raise SpecMismatchError(f"stream {name!r} was recreated with another spec ({_text(reply[1])})")
+        if status == "recreated":
+            self._forget(name)
+            raise StreamRecreatedError(f"stream {name!r} was recreated since {recreated or 'it was read'}")
+        if status == "corrupt":
+            kind, key, detail = (_text(x) for x in reply[1:4])
+            if kind == "type":
+                raise CorruptStoreError(f"corrupt data in Redis: {key} {detail}; the {what} changed nothing")
+            cls, noun = (CorruptSumError, "sum") if kind == "sum" else (CorruptStoreError, "data")
+            raise cls(f"corrupt {noun} in {key}: {detail}; the {what} changed nothing")
+        if status == "badarg":
+            raise StoreScriptError(f"the {what} script refused its arguments: {_text(reply[1])}")
+        raise StoreScriptError(f"unexpected reply from the {what} script: {reply!r}")
+
+    def _forget(self, name: str) -> None:
+        self._specs.pop(name, None)
+        self._bucket_cfgs.pop(name, None)
+
     # -- streams -----------------------------------------------------------
 
     def create_stream(self, spec: SketchSpec, buckets: BucketConfig | None = None, replace: bool = False) -> None:
-        """Store ``spec`` under ``spec.name``; with ``replace``, first delete the old stream and its data."""
+        """Store ``spec`` under ``spec.name``; with ``replace``, first delete the old stream and its data.
+
+        Each creation gets a new incarnation id, so writers that claimed partitions of a replaced
+        stream are refused by its successor (even with the same spec).
+        """
         keys = StreamKeys(spec.name)
         cfg = buckets or BucketConfig()
         mapping = {
@@ -168,21 +289,43 @@ class SketchStore:
         if replace:
             self.delete_stream(spec.name)
         args = [item for pair in mapping.items() for item in pair]
-        if not self._create(keys=[keys.meta], args=args):
-            raise StreamExistsError(f"stream {spec.name!r} already exists (use --replace to recreate it)")
+        reply = self._run(self._create, [keys.meta], args, "create")
+        if reply != [1]:
+            if reply == [0]:
+                raise StreamExistsError(f"stream {spec.name!r} already exists (use --replace to recreate it)")
+            self._refuse(spec.name, reply, "create")
         self._specs[spec.name] = spec
         self._bucket_cfgs[spec.name] = cfg
-        log.info("created stream %s: %s", spec.name, spec.describe())
+        log.info("created stream %s (incarnation %s): %s", spec.name, mapping["incarnation"], spec.describe())
 
     def delete_stream(self, name: str) -> int:
-        """Delete every key of stream ``name``; returns the number of keys removed."""
+        """Delete every key of stream ``name`` except its epoch counter; returns the number of keys removed.
+
+        First the meta key goes, in one atomic step that also raises the epoch counter to every
+        partition's epoch: from then on every flush and claim of the stream finds it missing and
+        writes nothing, so the remaining keys can be deleted in as many round trips as needed.
+        """
         keys = StreamKeys(name)
-        doomed = list(self.client.scan_iter(match=keys.pattern, count=1000))
-        if doomed:
-            self.client.delete(*doomed)
-        self._specs.pop(name, None)
-        self._bucket_cfgs.pop(name, None)
-        return len(doomed)
+        try:
+            members = list(self.client.smembers(keys.parts))
+        except redis.ResponseError:  # not a set: DROP ignores it, the key is deleted below
+            members = []
+
+        def drop(listing: list[bytes]) -> list[object]:
+            part_keys = [keys.part_of(_text(m) or "") for m in listing]
+            return self._run(self._drop, [keys.meta, keys.parts, keys.epoch_counter, *part_keys], listing, "delete")
+
+        reply = self._listed(drop, members, "partition set")
+        if _text(reply[0]) != "ok":
+            self._refuse(name, reply, "delete")
+        removed = int(reply[1])
+        counter = keys.epoch_counter.encode()
+        doomed = [k for k in self.client.scan_iter(match=keys.pattern, count=1000) if k != counter]
+        for i in range(0, len(doomed), 1000):
+            removed += int(self.client.delete(*doomed[i : i + 1000]))
+        self._forget(name)
+        log.info("deleted stream %s: %d keys (epoch counter kept at %s)", name, removed, _text(reply[2]))
+        return removed
 
     def exists(self, name: str) -> bool:
         return bool(self.client.exists(StreamKeys(name).meta))
@@ -216,14 +359,22 @@ class SketchStore:
 
     # -- writes (ingest) ---------------------------------------------------
 
-    def claim(self, name: str, topic: str, partition: int) -> Claim:
-        """Take ownership of a partition: bump its epoch; return the epoch and the stored next offset."""
+    def claim(self, name: str, topic: str, partition: int, incarnation: str | None = None) -> Claim:
+        """Take ownership of a partition: give it a new epoch; return it with the stored next offset.
+
+        The epoch is above every epoch the stream's partitions ever had, also before a deletion
+        or replace of the stream. With ``incarnation`` (from :meth:`incarnation` or an earlier
+        claim), the claim is refused with :class:`StreamRecreatedError` if the stream has been
+        recreated since; the returned :class:`Claim` carries the stream's incarnation either way.
+        """
         spec = self.get_spec(name)
         keys = StreamKeys(name)
-        reply = self._claim(keys=[keys.meta, keys.partition(topic, partition)], args=[spec.fingerprint])
-        self._check_stream_reply(name, reply)
-        nxt = _text(reply[1])
-        return Claim(topic, int(partition), int(reply[0]), int(nxt) if nxt else None)
+        args = [spec.fingerprint] + ([] if incarnation is None else [incarnation])
+        reply = self._run(self._claim, [keys.meta, keys.partition(topic, partition), keys.epoch_counter], args, "claim")
+        if _text(reply[0]) != "ok":
+            self._refuse(name, reply, "claim", recreated="this process read it")
+        nxt = _text(reply[2])
+        return Claim(topic, int(partition), int(reply[1]), int(nxt) if nxt else None, _text(reply[3]) or "")
 
     def flush(
         self,
@@ -239,29 +390,28 @@ class SketchStore:
         """Atomically add one partition's delta covering offsets [from_offset, next_offset).
 
         Returns ``"ok"`` or ``"duplicate"`` (already applied: a retry after a lost reply).
-        Raises :class:`FencedError` when the partition now belongs to someone else, and
-        :class:`SpecMismatchError` when the stream was recreated with another spec.
+        Raises :class:`FencedError` when the partition now belongs to someone else,
+        :class:`StreamRecreatedError` when the stream was recreated since the claim (same spec),
+        :class:`SpecMismatchError` when it was recreated with another spec,
+        :class:`StreamNotFoundError` when it was deleted, and :class:`CorruptSumError` /
+        :class:`CorruptStoreError` when a stored value cannot be updated. Unless it returns
+        ``"ok"``, nothing in Redis changed.
         """
         spec = self.get_spec(name)
-        if total.shape != (2 * spec.m,):
-            raise SpecMismatchError(f"delta has shape {total.shape}, stream {name!r} expects ({2 * spec.m},)")
-        keys = StreamKeys(name)
-        now = time.time() if now is None else now
-        member = f"{claim.topic}:{claim.partition}"
-        key_list = [keys.meta, keys.parts, keys.partition(claim.topic, claim.partition)]
-        args: list[object] = [
-            spec.fingerprint, member, claim.epoch, from_offset, next_offset, repr(now), _to_bytes(total), int(count)
-        ]
-        cfg = self.bucket_config_cached(name)
+        for label, vec in [("delta", total), *((f"{b.level} bucket {b.start} delta", b.total) for b in buckets)]:
+            if vec.shape != (2 * spec.m,):
+                raise SpecMismatchError(f"{label} has shape {vec.shape}, stream {name!r} expects ({2 * spec.m},)")
         for b in buckets:
-            res, keep = cfg.resolution(b.level), cfg.keep(b.level)
-            expire_at = b.start + res + keep
-            if expire_at <= now:
-                continue  # too old for any window: counted in the all-time sum only
-            key_list += [keys.bucket(b.level, b.start), keys.bucket_index(b.level)]
-            args += [b.start, math.ceil(expire_at), int(now - keep - res), _to_bytes(b.total), int(b.count)]
-        reply = self._flush(keys=key_list, args=args)
+            if b.level not in LEVELS:
+                raise SketchgenError(f"unknown bucket level {b.level!r} (expected one of {', '.join(LEVELS)})")
+        now = time.time() if now is None else now
+        key_list, args = flush_call(
+            StreamKeys(name), spec.fingerprint, claim, from_offset, next_offset, total, count, buckets,
+            self.bucket_config_cached(name), now,
+        )
+        reply = self._run(self._flush, key_list, args, "flush")
         status = _text(reply[0])
+        member = f"{claim.topic}:{claim.partition}"
         if status in ("ok", "duplicate"):
             return status
         if status == "fenced":
@@ -273,22 +423,34 @@ class SketchStore:
             raise FencedError(
                 f"partition {member} of stream {name!r} is at offset {_text(reply[1])}, not {from_offset}"
             )
-        self._check_stream_reply(name, reply)
-        raise SketchgenError(f"unexpected reply from flush script: {reply!r}")
+        self._refuse(name, reply, "flush", recreated=f"this worker claimed partition {member}")
+        raise AssertionError("unreachable")  # _refuse always raises
+
+    def claims_held(self, name: str, claims: list[Claim]) -> list[bool]:
+        """For each claim: does Redis still honour it (same epoch, and the stream not recreated since)?
+
+        A read only (one transaction over the stream's keys); a worker calls it after a pause,
+        before writing anything.
+        """
+        keys = StreamKeys(name)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hget(keys.meta, "incarnation")
+            pipe.exists(keys.meta)
+            for c in claims:
+                pipe.hget(keys.partition(c.topic, c.partition), "epoch")
+            incarnation, exists, *epochs = pipe.execute()
+        if not exists:
+            return [False] * len(claims)
+        current = _text(incarnation) or ""
+        return [
+            _text(e) == str(c.epoch) and getattr(c, "incarnation", current) == current
+            for c, e in zip(claims, epochs, strict=True)
+        ]
 
     def bucket_config_cached(self, name: str) -> BucketConfig:
         if name not in self._bucket_cfgs:
             self._bucket_cfgs[name] = self.bucket_config(name)
         return self._bucket_cfgs[name]
-
-    def _check_stream_reply(self, name: str, reply: list[object]) -> None:
-        status = _text(reply[0]) if reply else None
-        if status == "missing":
-            self._specs.pop(name, None)
-            raise StreamNotFoundError(f"stream {name!r} no longer exists in Redis")
-        if status == "spec":
-            self._specs.pop(name, None)
-            raise SpecMismatchError(f"stream {name!r} was recreated with another spec ({_text(reply[1])})")
 
     # -- reads ---------------------------------------------------------------
 
@@ -296,16 +458,27 @@ class SketchStore:
         """All-time sketch and per-partition states, read atomically."""
         spec = self.get_spec(name)
         keys = StreamKeys(name)
-        reply = self._read_parts(keys=[keys.meta, keys.parts])
-        fp = _text(reply[0])
-        if fp is None:
+        try:
+            members = list(self.client.smembers(keys.parts))
+        except redis.ResponseError:  # not a set: the script reports it
+            members = []
+
+        def read(listing: list[bytes]) -> list[object]:
+            part_keys = [keys.part_of(_text(m) or "") for m in listing]
+            return self._run(self._read_parts, [keys.meta, keys.parts, *part_keys], listing, "read")
+
+        reply = self._listed(read, members, "partition set")
+        status = _text(reply[0])
+        if status == "missing":
             raise StreamNotFoundError(f"no stream named {name!r} in Redis")
-        if fp != spec.fingerprint:
+        if status != "ok":
+            self._refuse(name, reply, "read")
+        if _text(reply[1]) != spec.fingerprint:
             spec = self.get_spec(name, refresh=True)
         total = np.zeros(2 * spec.m)
         count = 0
         parts = []
-        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated in reply[2:]:
+        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated in reply[3:]:
             topic, _, p = _text(member).rpartition(":")
             c = int(raw_count or 0)
             if raw_sum:
@@ -317,7 +490,7 @@ class SketchStore:
                 epoch=int(raw_epoch or 0), updated=float(raw_updated) if raw_updated else None,
             ))
         parts.sort(key=lambda s: (s.topic, s.partition))
-        updated = float(reply[1]) if reply[1] else None
+        updated = float(reply[2]) if reply[2] else None
         return StreamState(spec, Sketch(total, count, spec.fingerprint), parts, updated)
 
     def last_updated(self, name: str) -> float | None:
@@ -342,15 +515,29 @@ class SketchStore:
         return self.state(name).sketch
 
     def _buckets(self, name: str, level: str, since: float) -> list[tuple[int, np.ndarray, int]]:
+        """(start, sum, count) of the live buckets of ``level`` starting at or after ``since``, read atomically."""
         spec = self.get_spec(name)
         keys = StreamKeys(name)
-        prefix = keys.bucket(level, 0)[:-1]
-        reply = self._read_buckets(keys=[keys.meta, keys.bucket_index(level)], args=[math.floor(since), prefix])
-        if _text(reply[0]) is None:
+        index = keys.bucket_index(level)
+        low = math.floor(since)
+        try:
+            starts = list(self.client.zrangebyscore(index, low, "+inf"))
+        except redis.ResponseError:  # not a sorted set: the script reports it
+            starts = []
+
+        def read(listing: list[bytes]) -> list[object]:
+            bucket_keys = [f"{keys.prefix}:bucket:{level}:{_text(s)}" for s in listing]
+            return self._run(self._read_buckets, [keys.meta, index, *bucket_keys], [low, *listing], "read")
+
+        reply = self._listed(read, starts, f"{level} bucket index")
+        status = _text(reply[0])
+        if status == "missing":
             raise StreamNotFoundError(f"no stream named {name!r} in Redis")
+        if status != "ok":
+            self._refuse(name, reply, "read")
         return [
             (int(start), _from_bytes(raw, spec.m, f"bucket {level}:{int(start)}"), int(c or 0))
-            for start, raw, c in reply[1:]
+            for start, raw, c in reply[2:]
         ]
 
     def _level_for(self, name: str, horizon: float) -> str:
