@@ -311,23 +311,41 @@ def audit(redis_server):
         watcher.monitor.__exit__()
 
 
-#: The partition read the store used before its keys were declared: it builds partition
-#: keys from a prefix. Kept here to show that the audit catches such a script.
+#: The all-time and bucket reads as the store ran them before their keys were declared: they
+#: build partition and bucket key names from a prefix. Kept to show that the audit catches them.
 UNDECLARED_READ_PARTS = """
+local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+local upd = redis.call('HGET', KEYS[1], 'updated')
+local out = {fp or false, upd or false}
 local prefix = string.sub(KEYS[2], 1, #KEYS[2] - 5) .. 'part:'
-local out = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  table.insert(out, redis.call('HGET', prefix .. member, 'count') or false)
+  local h = redis.call('HMGET', prefix .. member, 'sum', 'count', 'next_offset', 'epoch', 'updated')
+  table.insert(out, {member, h[1] or false, h[2] or false, h[3] or false, h[4] or false, h[5] or false})
+end
+return out
+"""
+UNDECLARED_READ_BUCKETS = """
+local fp = redis.call('HGET', KEYS[1], 'fingerprint')
+local out = {fp or false}
+for _, start in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')) do
+  local h = redis.call('HMGET', ARGV[2] .. start, 'sum', 'count')
+  if h[1] then table.insert(out, {start, h[1], h[2]}) end
 end
 return out
 """
 
 
-def test_the_audit_catches_a_script_building_a_key_name(store, audit):
-    flushed_stream(store)
+def test_the_audit_catches_scripts_building_key_names(store, audit):
+    now = flushed_stream(store)[2]
     keys = StreamKeys("s")
     store.client.register_script(UNDECLARED_READ_PARTS)(keys=[keys.meta, keys.parts])
-    assert audit.violations(audit.runs()) == [f"HGET on undeclared key {keys.partition('t', 0)}"]
+    prefix = keys.bucket("fine", 0)[:-1]
+    store.client.register_script(UNDECLARED_READ_BUCKETS)(keys=[keys.meta, keys.bucket_index("fine")],
+                                                          args=[0, prefix])
+    assert audit.violations(audit.runs()) == [
+        f"HMGET on undeclared key {keys.partition('t', 0)}",
+        f"HMGET on undeclared key {keys.bucket('fine', bucket_start(now))}",
+    ]
 
 
 def test_every_store_script_declares_every_key_it_touches(store, audit):
