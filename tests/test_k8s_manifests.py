@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import kubernetes_validate
@@ -29,6 +30,7 @@ from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketchgen.cli import build_parser
 from sketchgen.local_stack import RedisServer
+from sketchgen.settings import Connections
 from tests import deploy_assets as assets
 
 K8S_VERSIONS = ("1.29.0", "1.37.0")
@@ -273,8 +275,38 @@ def test_no_secret_values_in_git(rendered):
         for _, workload in all_workloads({kustomization: objects}):
             for c in assets.pod_spec(workload)["containers"] + assets.pod_spec(workload).get("initContainers", []):
                 for env in c.get("env", []):
-                    if re.search(r"PASSWORD|TOKEN|SECRET", env["name"]):
+                    if re.search(r"PASSWORD|TOKEN|SECRET", env["name"]) and not env["name"].endswith("_FILE"):
                         assert env["valueFrom"]["secretKeyRef"]["name"] == "sketchgen-redis", env
+
+
+SENTINEL = "pw-SENTINEL-5f3a"
+URL_WITH_VARIABLE_CREDENTIALS = re.compile(r"://[^/@]*\$\([^)]*\)[^/@]*@")
+
+
+def test_no_url_carries_the_redis_password_and_it_comes_from_the_secret(rendered):
+    """The password reaches a container only as a variable read from the Secret, never inside a URL."""
+    secrets = {"sketchgen-redis": {"password": SENTINEL}}
+    checked = 0
+    for kustomization, workload in all_workloads(rendered):
+        spec = assets.pod_spec(workload)
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            where = f"{kustomization}: {workload['metadata']['name']}/{c['name']}"
+            for item in c.get("env", []):
+                assert not URL_WITH_VARIABLE_CREDENTIALS.search(item.get("value", "")), f"{where}: {item}"
+            env = container_env(c, rendered[kustomization], secrets)
+            from_secret = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in c.get("env", [])
+                           if "secretKeyRef" in item.get("valueFrom", {})}
+            for name, value in env.items():
+                assert SENTINEL not in value or name in from_secret, f"{where}: {name}={value!r} holds the password"
+            for word in c.get("command", []) + c.get("args", []):
+                assert SENTINEL not in expand(word, env), f"{where}: the password is in its command line"
+            if workload["metadata"]["labels"].get("app.kubernetes.io/name") != "sketchgen":
+                continue  # the dev Redis itself: --requirepass from the same Secret
+            assert from_secret.get("SKETCHGEN_REDIS_PASSWORD") == {"name": "sketchgen-redis", "key": "password"}, where
+            url = urllib.parse.urlsplit(env["SKETCHGEN_REDIS"])
+            assert url.scheme in ("redis", "rediss") and url.password is None, f"{where}: {env['SKETCHGEN_REDIS']}"
+            checked += 1
+    assert checked >= 5, "every sketchgen container (Job, init containers, ingest, learner) is checked"
 
 
 # -- references between objects ---------------------------------------------------------------------------
@@ -436,7 +468,7 @@ def test_dev_kafka_and_redis_are_what_the_config_points_at(rendered):
     claim = redis_set["spec"]["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "data"
     service = assets.one(dev, "Service", "sketchgen-redis")
-    assert config["REDIS_ADDRESS"] == f"{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+    assert config["SKETCHGEN_REDIS"] == f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
 
 
 def test_monitoring_objects_select_the_pods_and_ports(rendered):
@@ -479,7 +511,12 @@ def test_ingest_and_learner_arguments_parse_with_sketchgen(rendered):
             assert args.port == ports["http"] and args.target == config["LEARNER_TARGET"]
             assert args.drift_threshold == float(config["LEARNER_DRIFT_THRESHOLD"])
         assert env["SKETCHGEN_KAFKA"] == config["SKETCHGEN_KAFKA"]
-        assert env["SKETCHGEN_REDIS"] == f"redis://:pw@{config['REDIS_ADDRESS']}"
+        connections = Connections.from_args(args, env)
+        assert connections.redis == config["SKETCHGEN_REDIS"] and connections.redis_password == "pw"
+
+
+#: Characters a URL cannot hold unencoded: the Secret's value is used as it is.
+REDIS_PASSWORD = "s3cret/@:#?%-0123"
 
 
 @pytest.fixture(scope="module")
@@ -487,7 +524,7 @@ def password_redis(tmp_path_factory):
     """A throwaway Redis that requires a password, like the dev overlay's."""
     with RedisServer(tmp_path_factory.mktemp("redis-auth")) as server:
         client = redis.Redis(host=server.host, port=server.port)
-        client.config_set("requirepass", "s3cret-hex-0123")
+        client.config_set("requirepass", REDIS_PASSWORD)
         yield server
 
 
@@ -495,7 +532,7 @@ def run_container(objects: list[dict], workload: dict, container: dict, redis_se
                   timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``container``'s command as its pod would, with sketchgen from this venv and Redis on loopback."""
     objects = copy.deepcopy(objects)
-    assets.one(objects, "ConfigMap", "sketchgen-config")["data"]["REDIS_ADDRESS"] = f"127.0.0.1:{redis_server.port}/0"
+    assets.one(objects, "ConfigMap", "sketchgen-config")["data"]["SKETCHGEN_REDIS"] = redis_server.url
     env = container_env(container, objects, {"sketchgen-redis": {"password": password}})
     bin_dir = str(Path(sys.executable).parent)
     argv = [expand(a, env) for a in container.get("command", []) + container.get("args", [])]
@@ -511,25 +548,27 @@ def test_the_create_stream_job_creates_the_spec_once_and_pods_wait_for_it(render
     job_container = assets.pod_spec(job)["containers"][0]
     ingest = assets.one(objects, "Deployment", "sketchgen-ingest")
     wait = assets.pod_spec(ingest)["initContainers"][0]
-    store = SketchStore(connect(f"redis://:s3cret-hex-0123@127.0.0.1:{password_redis.port}/0"))
+    store = SketchStore(connect(password_redis.url, password=REDIS_PASSWORD))
 
     # before the Job: the init container keeps waiting
     with pytest.raises(subprocess.TimeoutExpired):
-        run_container(objects, ingest, wait, password_redis, "s3cret-hex-0123", timeout=8)
+        run_container(objects, ingest, wait, password_redis, REDIS_PASSWORD, timeout=8)
 
     wrong = run_container(objects, job, job_container, password_redis, "wrong-password")
     assert wrong.returncode != 0, "the Job must fail (and be retried) with a wrong password"
+    assert "wrong-password" not in wrong.stdout + wrong.stderr
     assert not store.exists(config["STREAM_NAME"])
 
-    first = run_container(objects, job, job_container, password_redis, "s3cret-hex-0123")
+    first = run_container(objects, job, job_container, password_redis, REDIS_PASSWORD)
     assert first.returncode == 0, first.stderr
+    assert REDIS_PASSWORD not in first.stdout + first.stderr
     spec = store.get_spec(config["STREAM_NAME"])
     assert (spec.d, spec.m, spec.law) == (int(config["STREAM_DIM"]), int(config["STREAM_M"]), config["STREAM_LAW"])
-    again = run_container(objects, job, job_container, password_redis, "s3cret-hex-0123")
+    again = run_container(objects, job, job_container, password_redis, REDIS_PASSWORD)
     assert again.returncode == 0 and "exists" in again.stdout, again.stdout + again.stderr
     assert store.get_spec(config["STREAM_NAME"]).fingerprint == spec.fingerprint
 
-    done = run_container(objects, ingest, wait, password_redis, "s3cret-hex-0123", timeout=60)
+    done = run_container(objects, ingest, wait, password_redis, REDIS_PASSWORD, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
