@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -75,10 +76,16 @@ class DeadLetter:
 class DeadLetterQueue:
     """Sends dead letters to one topic and confirms them (see module docstring)."""
 
+    #: After a failed confirmation, wait this long before trying again (doubling up to ``MAX_BACKOFF_S``).
+    FIRST_BACKOFF_S = 1.0
+    MAX_BACKOFF_S = 30.0
+
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
         self.last_error: str | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
 
     def send(self, letter: DeadLetter) -> None:
         """Hand ``letter`` to the producer; a send that fails at once is retried by :meth:`confirm`."""
@@ -96,6 +103,8 @@ class DeadLetterQueue:
         """
         if not letters:
             return None
+        if self.last_error is not None and time.monotonic() < self._retry_at:
+            return self.last_error  # backing off: the offsets stay held
         for attempt in range(2):
             for letter in letters:
                 if letter.future is None or (letter.future.is_done and letter.future.failed()):  # type: ignore
@@ -108,11 +117,14 @@ class DeadLetterQueue:
             if not errors:
                 if self.last_error is not None:
                     log.info("the dead-letter topic %s takes records again", self.topic)
-                self.last_error = None
+                self.last_error, self._backoff = None, 0.0
                 return None
             if attempt == 0:
                 log.warning("%d dead letters to %s failed (%s); sending them again", len(errors), self.topic,
                             errors[0])
         self.last_error = f"the dead-letter topic {self.topic} cannot be written: {errors[0]}"
-        log.error("%s; holding the offsets of %d letters' partitions and retrying", self.last_error, len(errors))
+        self._backoff = min(self.MAX_BACKOFF_S, max(self.FIRST_BACKOFF_S, 2 * self._backoff))
+        self._retry_at = time.monotonic() + self._backoff
+        log.error("%s; holding the offsets of the partitions of %d dead letters, retrying in %.0f s",
+                  self.last_error, len(errors), self._backoff)
         return self.last_error

@@ -153,7 +153,8 @@ class IngestWorker:
             )  # partitions are assigned by ingest.membership; the group id only names committed offsets
             # dead letters carry the rejected value (up to max_value_bytes) plus headers
             self.producer = KafkaProducer(
-                **common, acks="all", linger_ms=5, max_request_size=self.config.max_value_bytes + (1 << 20)
+                **common, acks="all", linger_ms=5, max_request_size=self.config.max_value_bytes + (1 << 20),
+                max_block_ms=10_000,  # a send waiting for the topic's metadata fails (and is retried) in 10 s
             )
         except KafkaError as exc:
             raise connect_error(self.config.kafka, self.config.kafka_security, exc) from None
