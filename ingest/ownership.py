@@ -66,9 +66,13 @@ class OwnedPartition:
 class PartitionOwnership:
     """The claims one worker holds (see module docstring)."""
 
-    def __init__(self, store: SketchStore, stream: str, m: int, buckets: BucketConfig, metrics: IngestMetrics) -> None:
+    def __init__(
+        self, store: SketchStore, stream: str, m: int, buckets: BucketConfig, metrics: IngestMetrics,
+        incarnation: str | None = None,
+    ) -> None:
         self.store = store
         self.stream = stream
+        self.incarnation = incarnation  # the creation of the stream this worker folds for (None: any)
         self.m = m
         self.buckets = buckets
         self.metrics = metrics
@@ -99,7 +103,7 @@ class PartitionOwnership:
 
     def take(self, tp: TopicPartition) -> OwnedPartition:
         """Claim ``tp`` in Redis (fencing its previous owner) and start a fresh buffer at the stored offset."""
-        claim = self.store.claim(self.stream, tp.topic, tp.partition)
+        claim = self.store.claim(self.stream, tp.topic, tp.partition, incarnation=self.incarnation)
         owned = OwnedPartition.start(tp, claim, self.m, self.buckets)
         self._owned[tp] = owned
         where = "the beginning" if claim.next_offset is None else f"offset {claim.next_offset}"

@@ -109,9 +109,12 @@ class IngestWorker:
         self.config = config
         self.store = store
         self.spec = store.get_spec(config.stream)
+        self.incarnation = store.incarnation(config.stream)
         self.buckets = store.bucket_config(config.stream)
         self.metrics = metrics or IngestMetrics(config.stream)
-        self.ownership = PartitionOwnership(store, config.stream, self.spec.m, self.buckets, self.metrics)
+        self.ownership = PartitionOwnership(
+            store, config.stream, self.spec.m, self.buckets, self.metrics, incarnation=self.incarnation
+        )
         self.stop_event = threading.Event()
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
