@@ -2,6 +2,9 @@
 
 Every user-caused error (missing file, bad shape, NaN in data, mismatched
 sketch and model, …) prints one line ``sketchgen: error: …`` and exits 2.
+
+Every sub-command accepts the connection options (``--kafka``, ``--redis``, Kafka security,
+``--redis-password-file``: :mod:`sketchgen.settings`); those of a service it does not use are ignored.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from sketchgen.datasets import DATASETS, make_dataset
 from sketchgen.local_stack import LocalStack
 from sketchgen.plotting import plot_histograms
 from sketchgen.produce import ensure_topic
-from sketchgen.settings import REDIS_SECRET_ENV
+from sketchgen.settings import REDIS_SECRET_ENV, add_connection_args
 
 log = logging.getLogger("sketchgen")
 
@@ -49,6 +49,7 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rate", type=float, default=2000.0, help="rows per second produced (default 2000)")
     p.add_argument("--port", type=int, default=8000, help="learner HTTP port (default 8000)")
     p.add_argument("--out", default="demo.png", help="data-vs-samples PNG written at the end (default demo.png)")
+    add_connection_args(p, kafka=False, redis=False)  # it runs its own servers
     p.set_defaults(func=cmd_demo)
 
 

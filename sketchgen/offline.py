@@ -46,6 +46,7 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma", type=float, help="scale σ in standardised units (default: estimated from the data)")
     p.add_argument("--no-standardize", action="store_true", help="use the data's raw units (no mean/std scaling)")
     p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
+    add_connection_args(p, kafka=False, redis=False)
     p.set_defaults(func=cmd_sketch)
 
     p = sub.add_parser("fit", help="train a generator from a sketch file only")
@@ -63,6 +64,7 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-anneal", action="store_true", help="keep the learning rate constant")
     p.add_argument("--resume", action="store_true", help="warm-start from the model already in --out")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    add_connection_args(p, kafka=False, redis=False)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("sample", help="draw samples from a trained model (a directory, or a stream's in Redis)")
@@ -79,6 +81,7 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--dims", default="0,1", help="pair of coordinates to show (default 0,1)")
     p.add_argument("--bins", type=int, default=100, help="histogram bins per axis (default 100)")
+    add_connection_args(p, kafka=False, redis=False)
     p.set_defaults(func=cmd_plot)
 
 

@@ -1,4 +1,4 @@
-"""Connection settings shared by the streaming commands: flags, then environment, then defaults.
+"""Connection settings shared by every command: flags, then environment, then defaults.
 
 ``--kafka BOOTSTRAP`` falls back to ``SKETCHGEN_KAFKA`` then ``localhost:9092``;
 ``--redis URL`` to ``SKETCHGEN_REDIS`` then ``redis://localhost:6379/0``. Kafka TLS/SASL settings
@@ -8,6 +8,9 @@ by :class:`ingest.kafka_security.KafkaSecurity`, for the commands that talk to K
 The Redis password, besides the URL's, comes from ``--redis-password-file PATH``, else
 ``SKETCHGEN_REDIS_PASSWORD``, else the file named by ``SKETCHGEN_REDIS_PASSWORD_FILE``, and then
 replaces the URL's; it is never a flag value (it would show in ``ps``).
+
+Every sub-command accepts all of these (:func:`add_connection_args`); one that does not use Kafka or
+Redis ignores the corresponding settings and never reads or validates them.
 """
 
 from __future__ import annotations
@@ -50,11 +53,10 @@ class Connections:
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Connections:
         """Resolve flags, then environment (default ``os.environ``), then defaults.
 
-        Kafka security only for commands with Kafka flags, the Redis password only for those with Redis flags.
+        Kafka security is resolved (and validated) only for a command that uses Kafka, the Redis password
+        (and its file read) only for one that uses Redis: see :func:`add_connection_args`.
         """
         env = os.environ if env is None else env
-        has_kafka = hasattr(args, "kafka_security_protocol")
-        has_redis = hasattr(args, "redis_password_file")
         return cls(
             kafka=getattr(args, "kafka", None) or env.get("SKETCHGEN_KAFKA") or DEFAULT_KAFKA,
             redis=getattr(args, "redis", None) or env.get("SKETCHGEN_REDIS") or DEFAULT_REDIS,
@@ -62,8 +64,9 @@ class Connections:
                 protocol=args.kafka_security_protocol, mechanism=args.kafka_sasl_mechanism,
                 username=args.kafka_username, password_file=args.kafka_password_file, ca_file=args.kafka_ca_file,
                 env=env,
-            ) if has_kafka else KafkaSecurity(),
-            redis_password=resolve_redis_password(args.redis_password_file, env) if has_redis else None,
+            ) if getattr(args, "uses_kafka", False) else KafkaSecurity(),
+            redis_password=resolve_redis_password(args.redis_password_file, env)
+            if getattr(args, "uses_redis", False) else None,
         )
 
 
@@ -92,15 +95,20 @@ def read_redis_password_file(path: str) -> str:
 
 
 def add_connection_args(parser: argparse.ArgumentParser, kafka: bool = True, redis: bool = True) -> None:
-    """Add ``--kafka`` (and Kafka security) and/or ``--redis`` (and the Redis password file) to a sub-command."""
-    if kafka:
-        parser.add_argument(
-            "--kafka", metavar="BOOTSTRAP", help=f"Kafka bootstrap (env SKETCHGEN_KAFKA, default {DEFAULT_KAFKA})"
-        )
-        add_kafka_security_args(parser)
-    if redis:
-        parser.add_argument("--redis", metavar="URL", help=f"Redis URL (env SKETCHGEN_REDIS, default {DEFAULT_REDIS})")
-        add_redis_password_args(parser)
+    """Add every connection option to a sub-command: ``--kafka`` and Kafka security, ``--redis`` and its password.
+
+    ``kafka`` / ``redis`` say whether the command uses that service (``args.uses_kafka``, ``args.uses_redis``);
+    the options of an unused one are accepted and ignored, so one set of flags fits every command.
+    """
+    parser.set_defaults(uses_kafka=kafka, uses_redis=redis)
+    unused = "" if kafka else "; not used by this command"
+    parser.add_argument("--kafka", metavar="BOOTSTRAP",
+                        help=f"Kafka bootstrap (env SKETCHGEN_KAFKA, default {DEFAULT_KAFKA}{unused})")
+    add_kafka_security_args(parser)
+    unused = "" if redis else "; not used by this command"
+    parser.add_argument("--redis", metavar="URL",
+                        help=f"Redis URL (env SKETCHGEN_REDIS, default {DEFAULT_REDIS}{unused})")
+    add_redis_password_args(parser)
 
 
 def add_redis_password_args(parser: argparse.ArgumentParser) -> None:

@@ -80,6 +80,7 @@ def add_up_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kafka-port", type=int, default=9092, help="Kafka port on 127.0.0.1 (default 9092)")
     p.add_argument("--redis-port", type=int, default=6379, help="Redis port on 127.0.0.1 (default 6379)")
     p.add_argument("--data-dir", help="keep Redis data (AOF) here across runs (default: a temporary directory)")
+    add_connection_args(p, kafka=False, redis=False)  # it runs its own servers
     p.set_defaults(func=cmd_up)
 
 
