@@ -1,1 +1,1 @@
-"""Kafka → sketch ingestion workers (see issue 3)."""
+"""Kafka → sketch ingestion workers (docs/ingest.md)."""

@@ -1,4 +1,4 @@
-"""Decoding and validating Kafka record values into rows of floats (BRIEF §6).
+"""Decoding and validating Kafka record values into rows of floats (docs/ingest.md, bad records).
 
 Accepted values:
 

@@ -262,7 +262,7 @@ class IngestWorker:
         self._last_member_beat = time.monotonic()
         self.health.member()
         if beat.lapsed:
-            self._lapsed("its group membership had expired (paused or stalled past the member TTL)")
+            self._lapsed("its group membership expired (no heartbeat within the member TTL, by Redis's clock)")
         partitions = self.consumer.partitions_for_topic(self.config.topic)
         if not partitions:
             log.info("topic %s has no partitions yet; waiting", self.config.topic)
@@ -296,7 +296,7 @@ class IngestWorker:
         """After a pause: before writing anything, drop every claim Redis no longer honours."""
         self.metrics.pauses.inc()
         log.warning("this worker was paused or stalled: %s; checking its claims before writing", why)
-        lost = self.ownership.verify(f"after a pause, {why}")
+        lost = self.ownership.verify("it was paused past its membership")
         for owned in lost:
             self._cooldown[owned.tp] = time.monotonic() + self.config.fenced_cooldown_s
         if lost:
