@@ -13,8 +13,10 @@ from safetensors.torch import save as st_save
 
 from learner.checkpoint import (
     CHECKPOINT_FORMAT,
+    DIGEST_KEY,
     MODEL_FILE,
     checkpoint_bytes,
+    checkpoint_digest,
     load_checkpoint,
     load_model_dir,
     restore_trainer,
@@ -65,6 +67,18 @@ def trained():
 def data_region_start(blob: bytes) -> int:
     (size,) = struct.unpack("<Q", blob[:8])
     return 8 + size
+
+
+def stored_meta(blob: bytes) -> dict:
+    """The sketchgen metadata of a checkpoint blob, as a dict."""
+    return json.loads(json.loads(blob[8 : data_region_start(blob)])["__metadata__"]["sketchgen"])
+
+
+def reblob(meta: dict, tensors: dict, redigest: bool = True) -> bytes:
+    """A safetensors blob of ``tensors`` with ``meta``, its digest recomputed unless ``redigest`` is False."""
+    if redigest:
+        meta = {**meta, DIGEST_KEY: checkpoint_digest(meta, tensors)}
+    return st_save(tensors, metadata={"sketchgen": json.dumps(meta)})
 
 
 # -- round trips -------------------------------------------------------------------
@@ -227,7 +241,7 @@ def test_other_format_refused(trained):
     _, trainer = trained
     blob = checkpoint_bytes(trainer)
     tensors = st_load(blob)
-    meta = json.loads(json.loads(blob[8 : data_region_start(blob)])["__metadata__"]["sketchgen"])
+    meta = stored_meta(blob)
     meta["format"] = "sketchgen.checkpoint/999"
     with pytest.raises(CheckpointError, match="unsupported checkpoint format"):
         load_checkpoint(st_save(tensors, metadata={"sketchgen": json.dumps(meta)}))
@@ -237,11 +251,12 @@ def test_architecture_not_matching_weights_refused(trained):
     _, trainer = trained
     blob = checkpoint_bytes(trainer)
     tensors = st_load(blob)
-    meta = json.loads(json.loads(blob[8 : data_region_start(blob)])["__metadata__"]["sketchgen"])
+    meta = stored_meta(blob)
     meta["generator"]["hidden"] = [16, 8]
-    ckpt = load_checkpoint(st_save(tensors, metadata={"sketchgen": json.dumps(meta)}))  # digest still valid
-    with pytest.raises(CheckpointError, match="do not fit"):
-        ckpt.build_generator()
+    with pytest.raises(CheckpointError, match="digest"):  # the digest covers the metadata
+        load_checkpoint(reblob(meta, tensors, redigest=False))
+    with pytest.raises(CheckpointError, match="do not fit its architecture"):  # refused at load, not at build
+        load_checkpoint(reblob(meta, tensors))
 
 
 def test_missing_standardisation_refused(trained):
@@ -249,10 +264,8 @@ def test_missing_standardisation_refused(trained):
     blob = checkpoint_bytes(trainer)
     tensors = st_load(blob)
     del tensors["spec.std"]
-    meta = json.loads(json.loads(blob[8 : data_region_start(blob)])["__metadata__"]["sketchgen"])
-    meta["tensor_sha256"] = tensor_digest(tensors)
     with pytest.raises(CheckpointError, match=r"spec\.std"):
-        load_checkpoint(st_save(tensors, metadata={"sketchgen": json.dumps(meta)}))
+        load_checkpoint(reblob(stored_meta(blob), tensors))
 
 
 def test_garbage_refused():
@@ -310,3 +323,166 @@ def test_a_checkpoint_without_an_average_serves_its_raw_weights():
     ckpt = load_checkpoint(checkpoint_bytes(trainer))
     assert ckpt.ema_state() == {}
     assert np.allclose(ckpt.sample(20, seed=1), trainer.sample(20, seed=1), atol=1e-6)
+
+
+# -- the digest covers the metadata; every malformed field is one CheckpointError ------------------------------
+
+
+@pytest.mark.parametrize("change", [
+    ("steps", 999), ("fingerprint", "0" * 16), ("sketch_count", 1), ("created", 0.0), ("note", "added"),
+])
+def test_changed_metadata_is_detected_by_the_digest(trained, change):
+    _, trainer = trained
+    blob = checkpoint_bytes(trainer)
+    meta = stored_meta(blob)
+    key, value = change
+    meta[key] = value
+    with pytest.raises(CheckpointError, match="digest mismatch"):
+        load_checkpoint(reblob(meta, st_load(blob), redigest=False))
+
+
+def test_a_checkpoint_of_the_retired_format_is_refused_with_a_clear_line(trained):
+    _, trainer = trained
+    blob = checkpoint_bytes(trainer)
+    meta = stored_meta(blob)
+    meta["format"] = "sketchgen.checkpoint/1"
+    with pytest.raises(CheckpointError, match="no longer read") as info:
+        load_checkpoint(reblob(meta, st_load(blob)))
+    assert "\n" not in str(info.value)
+
+
+def without(key):
+    return lambda meta: {k: v for k, v in meta.items() if k != key}
+
+
+def setting(path, value):
+    """A change of ``meta`` setting the nested key ``path`` (a tuple of keys/indices) to ``value``."""
+
+    def change(meta):
+        meta = json.loads(json.dumps(meta))
+        node = meta
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return meta
+
+    return change
+
+
+MALFORMED = {
+    "no steps": without("steps"),
+    "no fingerprint": without("fingerprint"),
+    "no generator": without("generator"),
+    "no optimizer_groups": without("optimizer_groups"),
+    "no sketch_count": without("sketch_count"),
+    "steps a string": setting(("steps",), "5"),
+    "steps negative": setting(("steps",), -1),
+    "steps fractional": setting(("steps",), 1.5),
+    "steps a bool": setting(("steps",), True),
+    "fingerprint a number": setting(("fingerprint",), 12),
+    "fingerprint empty": setting(("fingerprint",), ""),
+    "sketch_count negative": setting(("sketch_count",), -3),
+    "sketch_count huge int": setting(("sketch_count",), 10**400),
+    "generator a list": setting(("generator",), [3, [16, 16], 2, 0.2]),
+    "generator without latent": lambda m: setting(("generator",), {k: v for k, v in m["generator"].items()
+                                                                   if k != "latent"})(m),
+    "generator with an extra key": setting(("generator", "dropout"), 0.5),
+    "latent a string": setting(("generator", "latent"), "3"),
+    "latent a bool": setting(("generator", "latent"), True),
+    "latent zero": setting(("generator", "latent"), 0),
+    "latent gigantic": setting(("generator", "latent"), 10**12),
+    "hidden a string": setting(("generator", "hidden"), "16,16"),
+    "hidden with a string": setting(("generator", "hidden"), [16, "16"]),
+    "hidden too wide": setting(("generator", "hidden"), [10**9, 16]),
+    "slope out of range": setting(("generator", "slope"), 1.5),
+    "slope null": setting(("generator", "slope"), None),
+    "output other than the data": setting(("generator", "output"), 3),
+    "optimizer_groups a dict": setting(("optimizer_groups",), {"lr": 0.01}),
+    "optimizer_groups of numbers": setting(("optimizer_groups",), [1, 2]),
+    "optimizer_groups empty": setting(("optimizer_groups",), []),
+    "group params a string": setting(("optimizer_groups", 0, "params"), "0,1"),
+    "group params too few": setting(("optimizer_groups", 0, "params"), [0, 1]),
+    "group without lr": lambda m: setting(("optimizer_groups", 0), {k: v for k, v in m["optimizer_groups"][0].items()
+                                                                   if k != "lr"})(m),
+    "group lr negative": setting(("optimizer_groups", 0, "lr"), -0.1),
+    "group betas of three": setting(("optimizer_groups", 0, "betas"), [0.9, 0.99, 0.5]),
+    "group betas of strings": setting(("optimizer_groups", 0, "betas"), ["0.9", "0.999"]),
+    "group flag a list": setting(("optimizer_groups", 0, "amsgrad"), [True]),
+    "incarnation a number": setting(("incarnation",), 7),
+    "rounds negative": setting(("rounds",), -2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_metadata_with_a_valid_digest_is_one_checkpoint_error(trained, case):
+    """Each malformation is refused at load (one line), never by another exception type later."""
+    _spec, trainer = trained
+    blob = checkpoint_bytes(trainer)
+    tensors = st_load(blob)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(reblob(MALFORMED[case](stored_meta(blob)), tensors))
+    assert str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("meta_text", ['[1, 2]', '"a string"', "3", "null", '{"format": "sketchgen.checkpoint/2"',
+                                       '{"format": "sketchgen.checkpoint/2", "steps": NaN}', "[" * 100_000])
+def test_metadata_that_is_not_a_json_object_is_refused(meta_text):
+    blob = st_save({"spec.mean": torch.zeros(2, dtype=torch.float64)}, metadata={"sketchgen": meta_text})
+    with pytest.raises(CheckpointError):
+        load_checkpoint(blob)
+
+
+def test_non_finite_weights_are_refused(trained):
+    _, trainer = trained
+    blob = checkpoint_bytes(trainer)
+    tensors = st_load(blob)
+    name = next(k for k in tensors if k.startswith("generator.") and k.endswith("weight"))
+    tensors[name][0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load_checkpoint(reblob(stored_meta(blob), tensors))
+
+
+def test_an_unexpected_tensor_is_refused(trained):
+    _, trainer = trained
+    blob = checkpoint_bytes(trainer)
+    tensors = {**st_load(blob), "payload": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match="unexpected tensor"):
+        load_checkpoint(reblob(stored_meta(blob), tensors))
+
+
+def test_other_optimizer_settings_are_refused_and_leave_the_trainer_untouched(trained):
+    spec, trainer = trained
+    blob = checkpoint_bytes(trainer)
+    ckpt = load_checkpoint(reblob(setting(("optimizer_groups", 0, "amsgrad"), True)(stored_meta(blob)),
+                                  st_load(blob)))
+    fresh = make_trainer(spec, seed=5)
+    before = params(fresh)
+    with pytest.raises(CheckpointError, match="amsgrad"):
+        restore_trainer(fresh, ckpt)
+    assert max_param_diff(params(fresh), before) == 0 and fresh.steps == 0
+
+
+def test_the_incarnation_is_recorded_and_covered_by_the_digest(trained):
+    _, trainer = trained
+    blob = checkpoint_bytes(trainer, incarnation="abc123")
+    assert load_checkpoint(blob).incarnation == "abc123"
+    assert load_checkpoint(checkpoint_bytes(trainer)).incarnation is None
+    meta = stored_meta(blob)
+    meta["incarnation"] = "other"
+    with pytest.raises(CheckpointError, match="digest"):
+        load_checkpoint(reblob(meta, st_load(blob), redigest=False))
+
+
+def test_non_finite_extra_fields_are_stored_as_null(trained):
+    _, trainer = trained
+    ckpt = load_checkpoint(checkpoint_bytes(trainer, extra={"training": {"loss": float("nan"), "floor": 1.0}}))
+    assert ckpt.meta["training"] == {"loss": None, "floor": 1.0}
+
+
+def test_samples_in_chunks_equal_one_pass(trained):
+    _, trainer = trained
+    ckpt = load_checkpoint(checkpoint_bytes(trainer))
+    n = 20_000  # more than one chunk
+    one_pass = ckpt.build_generator().sample(n, generator=torch.Generator().manual_seed(2)).numpy()
+    np.testing.assert_allclose(ckpt.sample(n, seed=2), ckpt.unstandardize(one_pass.astype(np.float64)),
+                               rtol=1e-6, atol=1e-6)
