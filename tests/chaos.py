@@ -170,7 +170,7 @@ class IngestCommand:
     topic: str
     kafka: str
     redis_url: str
-    flush_ms: int = 200
+    flush_ms: int | None = None  # None: the worker's default
     max_record_bytes: int = 2048
     extra: tuple[str, ...] = ()
 
@@ -184,8 +184,8 @@ class IngestCommand:
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "sketchgen", "ingest", self.stream, "--topic", self.topic,
-                "--kafka", self.kafka, "--redis", self.redis_url, "--flush-ms", str(self.flush_ms),
-                "--max-record-bytes", str(self.max_record_bytes), *self.extra]
+                "--kafka", self.kafka, "--redis", self.redis_url, "--max-record-bytes", str(self.max_record_bytes),
+                *(["--flush-ms", str(self.flush_ms)] if self.flush_ms else []), *self.extra]
 
 
 @dataclasses.dataclass
@@ -324,9 +324,16 @@ class WorkerPool:
             self.errors.append(f"{worker.name} exited {code} on SIGTERM: …{tail}")
         return code
 
-    def exited_by_themselves(self) -> list[Worker]:
-        """Workers that ended without being killed or stopped by the harness (crashes)."""
-        return [w for w in self.workers if not w.alive and w.end is None]
+    def reap(self) -> list[Worker]:
+        """Workers that ended without being killed or stopped by the harness since the last call (crashes),
+        each recorded in :attr:`errors` with the last line of its log."""
+        crashed = [w for w in self.workers if not w.alive and w.end is None]
+        for w in crashed:
+            w.end = "crashed"
+            lines = [line for line in w.log_text().splitlines() if line.strip()]
+            self.errors.append(f"{w.name} died by itself (exit {w.proc.returncode}): {lines[-1] if lines else ''}")
+            self.events.add(f"{w.name} died by itself (exit {w.proc.returncode})")
+        return crashed
 
     def close(self) -> None:
         """SIGKILL whatever is still running (end of a run or a failed test)."""
@@ -720,8 +727,9 @@ class Chaos:
     """Executes a plan of :class:`Fault` s on a :class:`WorkerPool` and a :class:`CrashableRedis`.
 
     ``caused`` counts what really happened (``pause``: held longer than the member TTL; ``kill``: died of
-    SIGKILL; ``redis kill``/``redis restart``; ``skewed worker``; ``scale up``/``scale down``), ``skipped``
-    what could not be done (no eligible worker, or overlapping the same kind). Clean stops and starts are
+    SIGKILL; ``redis kill``/``redis restart``; ``skewed worker``; ``scale up``/``scale down``; ``crash
+    restart``: a worker that died by itself, restarted as a supervisor would), ``skipped`` what could not be
+    done (no eligible worker within ten retries, or overlapping the same kind). Clean stops and starts are
     postponed while Redis is down (a worker stopping during an outage gives up its flush, by design).
     """
 
@@ -737,6 +745,7 @@ class Chaos:
         self._queue: list[tuple[float, int, str, Callable[[], None]]] = []
         self._seq = 0
         self._pending_starts = 0
+        self._tries: collections.Counter[Fault] = collections.Counter()
         self.t0 = time.monotonic()
 
     # -- queue ---------------------------------------------------------------------
@@ -758,7 +767,11 @@ class Chaos:
         return not self._queue
 
     def run_due(self) -> None:
-        """Run every action whose time has come."""
+        """Restart crashed workers (as a supervisor would, after a second), run every action whose time has come."""
+        for worker in self.pool.reap():
+            self.caused["crash restart"] += 1
+            self._pending_starts += 1
+            self._later(1.0, "restart", lambda skew=worker.skew_s: self._restart(skew, crashed=True))
         while self._queue and self._queue[0][0] <= time.monotonic():
             _, _, _, action = heapq.heappop(self._queue)
             action()
@@ -792,10 +805,18 @@ class Chaos:
     def _fault(self, fault: Fault) -> None:
         getattr(self, f"_do_{fault.kind}")(fault)
 
+    def _retry_or_skip(self, fault: Fault) -> None:
+        """No worker to hit right now (all paused, starting or excluded): try again in a moment, ten times."""
+        self._tries[fault] += 1
+        if self._tries[fault] > 10:
+            self.skipped[fault.kind] += 1
+            return
+        self._later(1.0 + self.rng.random(), fault.kind, lambda: self._fault(fault))
+
     def _do_pause(self, fault: Fault) -> None:
         victim = self._victim(self._eligible(self.pool.running()))
         if victim is None or not self.pool.pause(victim):
-            self.skipped["pause"] += 1
+            self._retry_or_skip(fault)
             return
         self._later(fault.hold, "resume", lambda: self._resume(victim))
 
@@ -807,17 +828,18 @@ class Chaos:
     def _do_kill(self, fault: Fault) -> None:
         victim = self._victim(self._eligible(self.pool.running()))
         if victim is None:
-            self.skipped["kill"] += 1
+            self._retry_or_skip(fault)
             return
         if self.pool.kill(victim):
             self.caused["kill"] += 1
         self._pending_starts += 1
         self._later(self.rng.uniform(*self.restart_delay), "restart", lambda: self._restart(victim.skew_s))
 
-    def _restart(self, skew_s: float) -> None:
+    def _restart(self, skew_s: float, crashed: bool = False) -> None:
         self._pending_starts -= 1
         self.pool.start(skew_s)
-        self.caused["restart"] += 1
+        if not crashed:
+            self.caused["restart"] += 1
 
     def _do_redis(self, fault: Fault) -> None:
         if not self.redis.kill():
@@ -848,7 +870,8 @@ class Chaos:
         skewed = self.pool.start(self.skew_s)
         self.caused["skewed worker"] += 1
         self.events.add(f"{skewed.name} runs with its clock {self.skew_s:+g} s off for {fault.hold:.0f} s")
-        self._later(fault.hold / 2, "observe skew", self._observe_skew)
+        for k in range(1, int(fault.hold / 2)):
+            self._later(2.0 * k, "observe skew", self._observe_skew)
         self._later(fault.hold, "unskew", self._unskew)
 
     def _unskew(self) -> None:
@@ -1122,7 +1145,7 @@ class ChaosConfig:
     d: int = 2
     m: int = 64
     seed: int = 0
-    flush_ms: int = 200
+    flush_ms: int | None = None  # None: the worker's default (500 ms)
     settle_timeout_s: float = 90.0
     dlq_timeout_s: float = 60.0
     exclude_malformed: tuple[str, ...] = ()  # labels of malformed_kinds() not to produce (diagnosis runs)
@@ -1267,8 +1290,8 @@ class ChaosRun:
 
     def _final_workers(self, pool: WorkerPool) -> list[str]:
         """Every worker started must be alive unless the harness ended it; then stop the rest cleanly."""
-        errors = [f"{w.name} died by itself (exit {w.proc.returncode}): …{w.log_text()[-400:]}"
-                  for w in pool.exited_by_themselves()]
+        pool.reap()
+        errors = []
         if not pool.alive():
             errors.append("no worker alive at the end")
         for w in pool.alive():
