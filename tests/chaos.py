@@ -706,19 +706,24 @@ KINDS = ("pause", "kill", "redis", "skew", "scale")
 
 def random_plan(rng: random.Random, duration: float, per_kind: int, max_workers: int = 4,
                 start: float = 5.0) -> list[Fault]:
-    """``per_kind`` faults of every kind at uniform random times in ``[start, duration − 20 s]``.
+    """``per_kind`` faults of every kind at random times in ``[start, duration − 20 s]``.
 
-    Pauses hold 7–11 s (longer than the member TTL), Redis stays down 1–4 s, a skewed worker lives
-    8–20 s, a rescale goes to 1…``max_workers`` workers; the last fault is a scale to 1.
+    Pauses (held 7–11 s, longer than the member TTL), kills and rescales (to 1…``max_workers`` workers)
+    fall at uniform random times and may overlap; Redis crashes (down 1–4 s) and skewed workers (living
+    8–20 s) fall one in each of ``per_kind`` equal slots, so they never overlap one another. The last
+    fault is a scale to 1.
     """
     end = max(start + 1.0, duration - 20.0)
+    slot = (end - start) / per_kind
     plan = []
-    for _ in range(per_kind):
+    for i in range(per_kind):
         plan.append(Fault(rng.uniform(start, end), "pause", hold=rng.uniform(7.0, 11.0)))
         plan.append(Fault(rng.uniform(start, end), "kill"))
-        plan.append(Fault(rng.uniform(start, end), "redis", hold=rng.uniform(1.0, 4.0)))
-        plan.append(Fault(rng.uniform(start, end), "skew", hold=rng.uniform(8.0, 20.0)))
         plan.append(Fault(rng.uniform(start, end), "scale", target=rng.randint(1, max_workers)))
+        down = min(rng.uniform(1.0, 4.0), 0.5 * slot)
+        plan.append(Fault(start + i * slot + rng.uniform(0.0, slot - down), "redis", hold=down))
+        skewed = min(rng.uniform(8.0, 20.0), 0.7 * slot)
+        plan.append(Fault(start + i * slot + rng.uniform(0.0, slot - skewed), "skew", hold=skewed))
     plan.append(Fault(end + 1.0, "scale", target=1))
     return sorted(plan)
 
@@ -735,9 +740,11 @@ class Chaos:
 
     def __init__(self, pool: WorkerPool, redis_server: CrashableRedis, rng: random.Random, events: EventLog,
                  skew_s: float = 45.0, member_ttl_s: float = MEMBER_TTL_S, fault_skewed: bool = True,
-                 restart_delay: tuple[float, float] = (0.3, 2.0)) -> None:
+                 restart_delay: tuple[float, float] = (0.3, 2.0), max_workers: int = 4) -> None:
         self.pool, self.redis, self.rng, self.events = pool, redis_server, rng, events
         self.skew_s, self.ttl, self.fault_skewed, self.restart_delay = skew_s, member_ttl_s, fault_skewed, restart_delay
+        self.max_workers = max_workers
+        self._last_at = 0.0  # time of the plan's last fault: its final rescale is kept as planned
         self.caused: collections.Counter[str] = collections.Counter()
         self.skipped: collections.Counter[str] = collections.Counter()
         self.skew_seen: list[float] = []  # member scores ahead of real time seen in Redis
@@ -752,6 +759,7 @@ class Chaos:
 
     def schedule(self, plan: Sequence[Fault], t0: float | None = None) -> None:
         self.t0 = time.monotonic() if t0 is None else t0
+        self._last_at = max((f.at for f in plan), default=0.0)
         for fault in plan:
             self._at(fault.at, fault.kind, lambda f=fault: self._fault(f))
 
@@ -901,7 +909,8 @@ class Chaos:
         except redis.RedisError:
             return
         if scores:
-            ahead = max(scores) - time.time() - self.ttl
+            newest = max(scores) / (1000.0 if max(scores) > 1e11 else 1.0)  # seconds, or milliseconds
+            ahead = newest - time.time() - self.ttl
             self.skew_seen.append(ahead)
             self.events.add(f"member scores in Redis: the newest is {ahead:+.1f} s ahead of real time + TTL")
 
@@ -909,9 +918,12 @@ class Chaos:
         if self._postponed(fault):
             return
         before = self._alive_count()
-        while self._alive_count() < fault.target:
+        target = fault.target
+        if target == before and fault.at < self._last_at:  # a rescale that changes nothing is no fault
+            target = self.rng.choice([n for n in range(1, self.max_workers + 1) if n != before])
+        while self._alive_count() < target:
             self.pool.start()
-        while self._alive_count() > fault.target and self.pool.alive():
+        while self._alive_count() > target and self.pool.alive():
             candidates = self.pool.alive()
             self.pool.stop(self.rng.choice([w for w in candidates if w.skew_s] or candidates))
         after = self._alive_count()
@@ -1142,6 +1154,7 @@ class ChaosConfig:
     initial_workers: int = 1
     skew_s: float = 45.0
     fault_skewed: bool = True  # whether pauses and kills may hit the skewed worker
+    max_workers: int = 4  # the most workers a random rescale asks for
     d: int = 2
     m: int = 64
     seed: int = 0
@@ -1229,7 +1242,7 @@ class ChaosRun:
             pool = WorkerPool(self.folder / "workers", command, self.events)
             truth = Truth(cfg.partitions, cfg.d)
             chaos = Chaos(pool, redis_server, random.Random(cfg.seed), self.events, skew_s=cfg.skew_s,
-                          fault_skewed=cfg.fault_skewed)
+                          fault_skewed=cfg.fault_skewed, max_workers=cfg.max_workers)
             monitor = Monitor(redis_server.url, self.stream, truth, self.events)
             producer = LiveProducer(self.kafka, self.topic, self.spec, truth, cfg.valid_records, cfg.rate,
                                     seed=cfg.seed + 1, bad_fraction=cfg.bad_fraction,
