@@ -351,6 +351,8 @@ class IngestWorker:
 
     def _apply_done(self) -> None:
         """Apply the batches whose folding finished (and the oldest ones beyond ``IN_FLIGHT``)."""
+        if self._inflight:
+            self._check_awake()  # before any dead letter is sent
         while len(self._inflight) > IN_FLIGHT or (self._inflight and self._inflight[0][0].done()):
             self._apply(*self._inflight.popleft())
 
@@ -379,6 +381,8 @@ class IngestWorker:
 
     def _drain(self) -> None:
         """Apply every batch in flight, in order."""
+        if self._inflight:
+            self._check_awake()  # before any dead letter is sent
         while self._inflight:
             self._apply(*self._inflight.popleft())
 
@@ -388,9 +392,7 @@ class IngestWorker:
         A claim that ended meanwhile (handed over, fenced, lost after a pause) takes nothing:
         its records are read again by the partition's owner.
         """
-        results = future.result()
-        self._check_awake()
-        for (owned, records), folded in zip(pending, results, strict=True):
+        for (owned, records), folded in zip(pending, future.result(), strict=True):
             if not self.ownership.is_current(owned):
                 self.metrics.stale_batches.inc()
                 log.info("dropping a batch of %d records read under %s, which this worker no longer holds",
