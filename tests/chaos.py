@@ -324,16 +324,20 @@ class WorkerPool:
             self.errors.append(f"{worker.name} exited {code} on SIGTERM: …{tail}")
         return code
 
-    def reap(self) -> list[Worker]:
-        """Workers that ended without being killed or stopped by the harness since the last call (crashes),
-        each recorded in :attr:`errors` with the last line of its log."""
-        crashed = [w for w in self.workers if not w.alive and w.end is None]
-        for w in crashed:
-            w.end = "crashed"
+    def reap(self, excused: Callable[[Worker, str], bool] = lambda w, last: False) -> list[Worker]:
+        """Workers that ended without being killed or stopped by the harness since the last call. Each is
+        a crash, recorded in :attr:`errors` with the last line of its log, unless ``excused(worker, last
+        line)`` (a documented exit, e.g. Redis unreachable at start while the harness had it down)."""
+        ended = [w for w in self.workers if not w.alive and w.end is None]
+        for w in ended:
             lines = [line for line in w.log_text().splitlines() if line.strip()]
-            self.errors.append(f"{w.name} died by itself (exit {w.proc.returncode}): {lines[-1] if lines else ''}")
-            self.events.add(f"{w.name} died by itself (exit {w.proc.returncode})")
-        return crashed
+            last = lines[-1] if lines else ""
+            w.end = "refused to start" if excused(w, last) else "crashed"
+            if w.end == "crashed":
+                self.errors.append(f"{w.name} died by itself (exit {w.proc.returncode}): {last}")
+            self.events.add(f"{w.name} {'died by itself' if w.end == 'crashed' else 'exited'} "
+                            f"(exit {w.proc.returncode}): {last[-160:]}")
+        return ended
 
     def close(self) -> None:
         """SIGKILL whatever is still running (end of a run or a failed test)."""
@@ -631,10 +635,16 @@ class CrashableRedis:
         self.server = RedisServer(Path(folder), appendfsync="always")
         self.events = events
         self.down_since: float | None = None
+        self.outages: list[tuple[float, float]] = []  # (down, up) monotonic times
+
+    def was_down(self, since: float) -> bool:
+        """Whether Redis was down at some moment from ``since`` (monotonic) until now."""
+        return self.down or any(up >= since for _, up in self.outages)
 
     def start(self) -> None:
         self.server.start()
         if self.down_since is not None:
+            self.outages.append((self.down_since, time.monotonic()))
             self.events.add(f"redis restarted on port {self.server.port} after "
                             f"{time.monotonic() - self.down_since:.1f} s")
         self.down_since = None
@@ -776,8 +786,8 @@ class Chaos:
 
     def run_due(self) -> None:
         """Restart crashed workers (as a supervisor would, after a second), run every action whose time has come."""
-        for worker in self.pool.reap():
-            self.caused["crash restart"] += 1
+        for worker in self.pool.reap(self.excused):
+            self.caused["crash restart" if worker.end == "crashed" else "restart after a refused start"] += 1
             self._pending_starts += 1
             self._later(1.0, "restart", lambda skew=worker.skew_s: self._restart(skew, crashed=True))
         while self._queue and self._queue[0][0] <= time.monotonic():
@@ -860,6 +870,12 @@ class Chaos:
         self.redis.start()
         self.caused["redis restart"] += 1
 
+    def excused(self, worker: Worker, last_line: str) -> bool:
+        """A worker started during a Redis outage may exit at once with its one-line error (status 2):
+        documented behaviour, restarted like a supervisor would, not a crash."""
+        return (worker.proc.returncode == 2 and "cannot reach Redis" in last_line
+                and self.redis.was_down(worker.started))
+
     def _postponed(self, fault: Fault) -> bool:
         """Re-schedule a fault that needs clean stops while Redis is down."""
         if not self.redis.down:
@@ -872,7 +888,7 @@ class Chaos:
             return
         normal = [w for w in self.pool.running() if not w.skew_s]
         if any(w.skew_s for w in self.pool.alive()) or not normal:
-            self.skipped["skew"] += 1
+            self._retry_or_skip(fault)
             return
         self.pool.stop(self.rng.choice(normal))
         skewed = self.pool.start(self.skew_s)
@@ -924,7 +940,7 @@ class Chaos:
         while self._alive_count() < target:
             self.pool.start()
         while self._alive_count() > target and self.pool.alive():
-            candidates = self.pool.alive()
+            candidates = self.pool.running() or self.pool.alive()  # not a paused one: its pause would not count
             self.pool.stop(self.rng.choice([w for w in candidates if w.skew_s] or candidates))
         after = self._alive_count()
         if after > before:
@@ -1263,7 +1279,7 @@ class ChaosRun:
                      "failed sends (not in the topic)": log_truth.missing, **facts, **dlq_facts,
                      "skewed clock seen in a log (s)": max(chaos.clock_seen, default=0.0),
                      "newest member score ahead in Redis (s)": max(chaos.skew_seen, default=0.0)}
-            errors += sketch_errors + dlq_errors + self._final_workers(pool)
+            errors += sketch_errors + dlq_errors + self._final_workers(pool, chaos)
             errors += pool.errors
             store.client.close()
             return ChaosResult(chaos.caused, chaos.skipped, log_stats(pool.workers), facts, errors,
@@ -1301,9 +1317,9 @@ class ChaosRun:
         self.events.add(f"stream ends: {producer.truth.sent} records")
         return errors
 
-    def _final_workers(self, pool: WorkerPool) -> list[str]:
+    def _final_workers(self, pool: WorkerPool, chaos: Chaos) -> list[str]:
         """Every worker started must be alive unless the harness ended it; then stop the rest cleanly."""
-        pool.reap()
+        pool.reap(chaos.excused)
         errors = []
         if not pool.alive():
             errors.append("no worker alive at the end")
