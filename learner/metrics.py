@@ -9,6 +9,8 @@
 | ``sketchgen_learner_sketch_records`` | gauge | records in the target sketch |
 | ``sketchgen_learner_sketch_age_seconds`` | gauge | time since the stream's sketch last changed |
 | ``sketchgen_learner_checkpoints_total`` | counter | checkpoints written to Redis |
+| ``sketchgen_learner_checkpoint_rejected_total`` | counter | stored checkpoints refused (malformed, tampered, \
+of another spec or stream incarnation), each distinct record counted once |
 | ``sketchgen_learner_is_leader`` | gauge | 1 when this replica holds the learner lease |
 | ``sketchgen_drift_score{window}`` | gauge | recent vs reference sketch distance over its null level |
 | ``sketchgen_drift_detected`` | gauge | 1 when the drift score exceeds the threshold |
@@ -39,6 +41,9 @@ class LearnerMetrics:
                                 ["stream"], registry=r).labels(**lab)
         self.checkpoints = Counter("sketchgen_learner_checkpoints", "Checkpoints written to Redis.", ["stream"],
                                    registry=r).labels(**lab)
+        self.checkpoint_rejected = Counter(
+            "sketchgen_learner_checkpoint_rejected", "Stored checkpoints refused (each distinct record once).",
+            ["stream"], registry=r).labels(**lab)
         self.is_leader = Gauge("sketchgen_learner_is_leader", "1 when this replica holds the learner lease.",
                                ["stream"], registry=r).labels(**lab)
         self.drift_score = Gauge("sketchgen_drift_score", "Recent vs reference sketch distance over its null level.",

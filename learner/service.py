@@ -1,12 +1,20 @@
-"""The learner service: a generator kept fitted to a stream's live sketch (BRIEF §4).
+"""The learner service: a generator kept fitted to a stream's live sketch (see docs/learner.md).
 
 Every round the replica that holds the stream's learner lease (``sketch_store.leadership``)
 re-reads the target sketch from Redis (all-time, a window, or half-life decayed), runs K
 warm-started Adam steps against it, and every ``checkpoint_every`` seconds writes a
-checkpoint that only the lease holder may write. Other replicas are hot standbys: they
-serve the latest checkpoint and take the lease when the leader stops renewing it. On
-start, and on taking over, training resumes from the stream's latest checkpoint. When the
-stream is recreated with another spec, training restarts for the new spec.
+checkpoint that only the lease holder may write, and only for the stream incarnation its
+trainer was built for. Other replicas are hot standbys: they serve the latest checkpoint
+and take the lease when the leader stops renewing it. On start, and on taking over,
+training resumes from the stream's latest checkpoint if it is valid and of the stream's
+current spec and incarnation (:mod:`learner.checkpoint_watch`); a refused one is reported
+and never stops training. When the stream is recreated — with another spec, or the same
+spec (a new incarnation) — training restarts from scratch and the old model is no longer
+served.
+
+What HTTP serves is a :class:`~learner.serving.ServedModel`, an immutable copy of the
+served weights published after every training slice, so sampling never holds the lock
+training runs under.
 """
 
 from __future__ import annotations
@@ -18,78 +26,41 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 
 import numpy as np
 import redis
-import torch
 
-from learner.checkpoint import Checkpoint, checkpoint_bytes, load_checkpoint, restore_trainer
+from learner.checkpoint import Checkpoint, checkpoint_bytes, restore_trainer
+from learner.checkpoint_watch import CheckpointWatch
+from learner.config import LearnConfig, parse_target
 from learner.drift import drift_score
 from learner.generator import GeneratorConfig
-from learner.history import DEFAULT_MAXLEN, History, HistoryPoint
+from learner.history import History, HistoryPoint
 from learner.metrics import LearnerMetrics
-from learner.trainer import TrainConfig, Trainer
+from learner.serving import ServedModel
+from learner.trainer import Trainer
 from sketch_store.errors import CheckpointError, SketchgenError
-from sketch_store.leadership import CheckpointStore, Lease, LeaseLostError
+from sketch_store.leadership import (
+    CheckpointRecordError,
+    CheckpointStore,
+    Lease,
+    LeaseLostError,
+    StaleIncarnationError,
+)
 from sketch_store.redis_store import SketchStore, StreamNotFoundError
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
+__all__ = ["SLICE_STEPS", "LearnConfig", "LearnerService", "NoModelError", "parse_target"]
+
 log = logging.getLogger(__name__)
 
-#: Steps trained under the model lock at a time (between slices: HTTP samples, lease renewal).
+#: Steps trained under the model lock at a time (between slices: a new served snapshot, lease renewal).
 SLICE_STEPS = 20
 
 
-@dataclasses.dataclass(frozen=True)
-class LearnConfig:
-    """Settings of one learner replica (see ``sketchgen learn --help``)."""
-
-    stream: str
-    target: str = "all"
-    steps_per_round: int = 200
-    checkpoint_every: float = 10.0
-    device: str = "auto"
-    lease_ttl: float = 10.0
-    generator: GeneratorConfig | None = None
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(lr=3e-3, ema_decay=0.995))
-    drift_recent: float = 60.0
-    drift_reference: float = 600.0
-    drift_threshold: float = 5.0
-    max_sample: int = 100_000
-    history_size: int = DEFAULT_MAXLEN  # points kept for /history (a ring buffer)
-
-    def __post_init__(self) -> None:
-        parse_target(self.target)
-        if self.steps_per_round < 1 or not self.checkpoint_every > 0 or not self.lease_ttl > 0:
-            raise SketchgenError("--steps-per-round, --checkpoint-every and the lease TTL must be positive")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise SketchgenError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.history_size < 1:
-            raise SketchgenError(f"the history size must be at least 1, got {self.history_size}")
-
-    @property
-    def torch_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise SketchgenError("--device cuda asked for, but PyTorch sees no CUDA device")
-        return self.device
-
-
-def parse_target(text: str) -> tuple[str, float]:
-    """``all``, ``window:SECONDS`` or ``halflife:SECONDS`` → (kind, seconds)."""
-    kind, _, value = text.partition(":")
-    if kind == "all" and not value:
-        return "all", 0.0
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if kind in ("window", "halflife") and seconds > 0:
-        return kind, seconds
-    raise SketchgenError(f"--target must be all, window:SECONDS or halflife:SECONDS, got {text!r}")
+class NoModelError(SketchgenError):
+    """This replica has no model to sample yet."""
 
 
 class LearnerService:
@@ -99,27 +70,28 @@ class LearnerService:
         self.config = config
         self.store = store
         self.stream = config.stream
-        store.get_spec(self.stream, refresh=True)  # unknown stream: fail fast
+        self.spec = store.get_spec(self.stream, refresh=True)  # unknown stream: fail fast
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease = Lease(store.client, self.stream, self.holder, ttl=config.lease_ttl)
         self.checkpoints = CheckpointStore(store.client, self.stream)
         window = f"{config.drift_recent:g}s_vs_{config.drift_reference:g}s"
         self.metrics = metrics or LearnerMetrics(self.stream, window)
+        self.watch = CheckpointWatch(self.checkpoints, self.metrics.checkpoint_rejected)
         self.stop_event = threading.Event()
-        self.lock = threading.Lock()  # guards trainer / served model between the loop and HTTP
+        self.lock = threading.Lock()  # guards the trainer between the loop's slices and checkpointing
         self.trainer: Trainer | None = None
-        self.served: Checkpoint | None = None  # what a standby serves
+        self.trained_for: tuple[str, str] | None = None  # (spec fingerprint, incarnation) of the trainer / model
+        self.model: ServedModel | None = None  # what HTTP samples: replaced, never modified
+        self.served: Checkpoint | None = None  # the checkpoint a standby serves (resumed from on takeover)
         self.is_leader = False
         self.rounds = 0
         self.last_loss: float | None = None
         self.last_checkpoint = 0.0
         self.sketch_records = 0.0
         self.drift: float | None = None
-        self.standby_healthy = False
         self.reachable = True  # False while Redis or the stream cannot be read (not ready, retrying)
         self.lease_holder: str | None = None
         self.checkpoint_saved: float | None = None
-        self._seen_checkpoint: tuple[float, int, str] | None = None
         self.history = History(config.history_size)
         self.ingested: int | None = None  # records in the stream's all-time sketch
         self._round_losses: tuple[float, float] | None = None  # (loss, floor) of a round not yet in the history
@@ -135,6 +107,9 @@ class LearnerService:
                     self._tick()
                 except (StreamNotFoundError, redis.RedisError) as exc:
                     self._unreachable(exc)
+                except SketchgenError as exc:  # e.g. the stream recreated between two reads: look again
+                    log.warning("%s; retrying", exc)
+                    self.stop_event.wait(1.0)
         finally:
             self._let_go()
             self.metrics.is_leader.set(0)
@@ -147,11 +122,11 @@ class LearnerService:
                 self._lead()
             else:
                 self._stand_by()
-        except (LeaseLostError, CheckpointError) as exc:
+        except (LeaseLostError, StaleIncarnationError, CheckpointError) as exc:
             log.warning("%s", exc)
         self._update_drift()
         self.lease_holder = self.lease.current_holder()
-        self.checkpoint_saved = self.checkpoints.saved_at()
+        self.checkpoint_saved = self._saved_at()
         self._record_history()
         if not self.reachable:
             log.info("stream %s is reachable again", self.stream)
@@ -181,11 +156,28 @@ class LearnerService:
         self.is_leader = leader
         self.metrics.is_leader.set(1 if leader else 0)
 
+    def _stream_identity(self) -> tuple[SketchSpec, str]:
+        """The stream's current spec and incarnation, re-read from Redis."""
+        self.spec = self.store.get_spec(self.stream, refresh=True)
+        return self.spec, self.store.incarnation(self.stream)
+
+    def _saved_at(self) -> float | None:
+        """When the stored checkpoint was written (a standby knows it from its last read)."""
+        if not self.is_leader:
+            return self.watch.saved
+        try:
+            return self.checkpoints.saved_at()
+        except CheckpointRecordError as exc:
+            self.watch.refuse(exc.record_id, str(exc), "the leader's next checkpoint replaces it")
+            return None
+
+    # -- leading ---------------------------------------------------------------
+
     def _lead(self) -> None:
         self._become(True)
-        spec = self.store.get_spec(self.stream, refresh=True)
-        if self.trainer is None or self.trainer.spec.fingerprint != spec.fingerprint:
-            self._new_trainer(spec)
+        spec, incarnation = self._stream_identity()
+        if self.trainer is None or self.trained_for != (spec.fingerprint, incarnation):
+            self._new_trainer(spec, incarnation)
         sketch = self._target()
         self.sketch_records = float(sketch.count)
         self.metrics.sketch_records.set(sketch.count)
@@ -214,8 +206,8 @@ class LearnerService:
     def _train_round(self) -> list[float]:
         """K steps in slices of :data:`SLICE_STEPS`; returns each step's floor-corrected loss.
 
-        Between slices the lock is free (``/sample`` never waits for a whole round) and the
-        lease is renewed whenever a third of its TTL has passed, so a round longer than the
+        After each slice the served snapshot is replaced (HTTP samples it without any lock), and
+        the lease is renewed whenever a third of its TTL has passed, so a round longer than the
         TTL (a slow or busy machine) does not lose the lease.
         """
         corrected: list[float] = []
@@ -223,8 +215,9 @@ class LearnerService:
         while len(corrected) < self.config.steps_per_round:
             n = min(SLICE_STEPS, self.config.steps_per_round - len(corrected))
             with self.lock:
-                assert self.trainer is not None
+                assert self.trainer is not None and self.trained_for is not None
                 self.trainer.train(steps=n, callback=lambda _step, value: corrected.append(value.corrected))
+                self.model = ServedModel.from_trainer(self.trainer, self.trained_for[1])
             if time.monotonic() - renewed >= self.config.lease_ttl / 3:
                 self._renew_or_step_down()
                 renewed = time.monotonic()
@@ -235,27 +228,41 @@ class LearnerService:
             self._become(False)
             raise LeaseLostError("lost the learner lease during a round; standing by")
 
-    def _new_trainer(self, spec: SketchSpec) -> None:
+    def _fresh_trainer(self, spec: SketchSpec) -> Trainer:
         gconf = self.config.generator or GeneratorConfig(latent=10, hidden=(128, 128, 128), output=spec.d)
         if gconf.output != spec.d:
             gconf = dataclasses.replace(gconf, output=spec.d)
-        trainer = Trainer(spec, gconf, self.config.train, device=self.config.torch_device)
-        stored = self.checkpoints.load()
-        if stored is not None and stored.fingerprint == spec.fingerprint:
-            try:
-                restore_trainer(trainer, load_checkpoint(stored.model, expected_fingerprint=spec.fingerprint))
-                log.info("resumed from the checkpoint at step %d", trainer.steps)
-            except CheckpointError as exc:
-                log.error("refusing the stored checkpoint (%s); starting afresh", exc)
-        elif stored is not None:
-            log.info("the stored checkpoint is for spec %s; starting afresh for %s", stored.fingerprint,
-                     spec.fingerprint)
-        if self.trainer is not None:
-            log.info("the stream's spec changed (%s -> %s): training restarts", self.trainer.spec.fingerprint,
-                     spec.fingerprint)
+        return Trainer(spec, gconf, self.config.train, device=self.config.torch_device)
+
+    def _new_trainer(self, spec: SketchSpec, incarnation: str) -> None:
+        """A trainer for the stream's spec and incarnation: resumed from a valid checkpoint of both, else fresh."""
+        previous, identity = self.trained_for, (spec.fingerprint, incarnation)
+        fallback = self.served if previous == identity else None  # what this replica served as a standby
+        if previous is not None and previous[0] != spec.fingerprint:
+            log.info("the stream's spec changed (%s -> %s): training restarts", previous[0], spec.fingerprint)
+        elif previous is not None and previous[1] != incarnation:
+            log.info("stream %s was recreated (incarnation %s -> %s): training restarts from scratch", self.stream,
+                     previous[1] or "(none)", incarnation or "(none)")
+        trainer = self._fresh_trainer(spec)
+        consequence = "resuming from the model it served" if fallback is not None else "starting afresh"
+        resumed = self.watch.take(spec, incarnation, lambda ckpt: restore_trainer(trainer, ckpt) or True, consequence)
+        if not resumed:
+            trainer = self._fresh_trainer(spec)  # untouched by a refused restore
+            resumed = fallback is not None and self._resume_from_served(trainer, fallback)
+        if resumed:
+            log.info("resumed from the checkpoint at step %d", trainer.steps)
         with self.lock:
-            self.trainer = trainer
-            self.served = None
+            self.trainer, self.trained_for, self.served = trainer, identity, None
+            self.model = ServedModel.from_trainer(trainer, incarnation) if resumed else None
+
+    def _resume_from_served(self, trainer: Trainer, served: Checkpoint) -> bool:
+        """Restore ``trainer`` from the checkpoint this replica served as a standby; False (logged) if it cannot."""
+        try:
+            restore_trainer(trainer, served)
+        except CheckpointError as exc:
+            log.error("cannot resume from the checkpoint it served (%s); starting afresh", exc)
+            return False
+        return True
 
     def _target(self) -> Sketch:
         kind, seconds = parse_target(self.config.target)
@@ -266,38 +273,45 @@ class LearnerService:
         return self.store.read_total(self.stream)
 
     def _checkpoint(self) -> None:
-        if self.trainer is None or self.trainer.target is None:
+        """Write the trainer's checkpoint, refused by Redis unless we lead the trainer's incarnation."""
+        trainer, identity = self.trainer, self.trained_for
+        if trainer is None or trainer.target is None or identity is None:
             return
         with self.lock:
-            blob = checkpoint_bytes(self.trainer, extra={"rounds": self.rounds})
-        self.checkpoints.save(self.lease, blob, self.trainer.spec.fingerprint, self.trainer.steps,
-                              self.trainer.target.count)
+            blob = checkpoint_bytes(trainer, extra={"rounds": self.rounds}, incarnation=identity[1])
+            steps, count = trainer.steps, trainer.target.count
+        self.checkpoints.save(self.lease, blob, identity[0], steps, count, incarnation=identity[1])
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoints.inc()
+        self.watch.accepted()
+
+    # -- standing by -------------------------------------------------------------
 
     def _stand_by(self) -> None:
-        if self.is_leader:
-            self._become(False)
-        self.metrics.is_leader.set(0)
-        stored, seen = None, None
-        try:
-            stored = self.checkpoints.load()
-            seen = None if stored is None else (stored.saved, zlib.crc32(stored.model), stored.fingerprint)
-            spec = self.store.get_spec(self.stream, refresh=True)
-            if stored is not None and seen != self._seen_checkpoint:
-                if stored.fingerprint != spec.fingerprint:
-                    raise CheckpointError(f"it was trained for spec {stored.fingerprint}, not {spec.fingerprint}")
-                ckpt = load_checkpoint(stored.model, expected_fingerprint=spec.fingerprint)
-                with self.lock:
-                    self.served, self.trainer = ckpt, None
-            self.standby_healthy = True
-        except CheckpointError as exc:
-            log.error("refusing the stored checkpoint (%s); keeping the current model", exc)
-        except StreamNotFoundError:
-            self.standby_healthy = False
-        if seen is not None:
-            self._seen_checkpoint = seen  # look at each stored checkpoint (and each change to it) once
+        """Serve the latest valid checkpoint of the stream's spec and incarnation; keep the current model otherwise."""
+        self._become(False)
+        spec, incarnation = self._stream_identity()
+        identity = (spec.fingerprint, incarnation)
+        if self.trained_for is not None and self.trained_for != identity:
+            self._drop_model(identity)
+
+        def serve(ckpt: Checkpoint) -> tuple[Checkpoint, ServedModel]:
+            return ckpt, ServedModel.from_checkpoint(ckpt, incarnation)
+
+        accepted = self.watch.take(spec, incarnation, serve, "keeping the current model", only_new=True)
+        if accepted is not None:
+            with self.lock:
+                self.served, self.model = accepted
+                self.trainer, self.trained_for = None, identity
         self.stop_event.wait(min(1.0, self.config.lease_ttl / 3))
+
+    def _drop_model(self, identity: tuple[str, str]) -> None:
+        """The stream was recreated: stop serving (and training) the model of its previous spec or incarnation."""
+        assert self.trained_for is not None
+        log.info("stream %s was recreated (spec %s, incarnation %s -> spec %s, incarnation %s): its previous model "
+                 "is no longer served", self.stream, *self.trained_for, *identity)
+        with self.lock:
+            self.trainer, self.trained_for, self.served, self.model = None, None, None, None
 
     def _update_drift(self) -> None:
         try:
@@ -326,25 +340,32 @@ class LearnerService:
             steps=self.trainer.steps if self.trainer is not None else None,
         ))
 
-    # -- what HTTP reads ------------------------------------------------------
+    # -- what HTTP reads (no lock, no Redis call) ---------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): ready while the stream is reachable and this replica has a model to serve."""
+        if not self.reachable:
+            return False, "cannot read the stream from Redis (deleted, or Redis unreachable); retrying"
+        if self.model is None:
+            if not self.is_leader:
+                return False, "no model yet: no checkpoint of the stream's current spec from the leader yet"
+            if not self.sketch_records:
+                return False, "no model yet: the stream has no records to train on"
+            return False, "no model yet: the first training slice has not finished"
+        return True, "leading with a model" if self.is_leader else "standing by, serving the latest checkpoint"
 
     def ready(self) -> bool:
-        """Ready: the stream is reachable and this replica leads with a model or is a healthy standby."""
-        if not self.reachable:
-            return False
-        return self.has_model() if self.is_leader else self.standby_healthy
+        return self.readiness()[0]
 
     def has_model(self) -> bool:
-        return (self.trainer is not None and self.trainer.target is not None) or self.served is not None
+        return self.model is not None
 
     def sample(self, n: int) -> np.ndarray:
-        """``n`` samples in the data's original units from the current model."""
-        with self.lock:
-            if self.trainer is not None and self.trainer.target is not None:
-                return self.trainer.sample(n)
-            if self.served is not None:
-                return self.served.sample(n)
-        raise SketchgenError("no model yet: the stream has no data, or training has not started")
+        """``n`` samples in the data's original units from the served snapshot (:class:`NoModelError` if none)."""
+        model = self.model
+        if model is None:
+            raise NoModelError("no model yet: the stream has no data, or training has not started")
+        return model.sample(n)
 
     def status(self) -> dict[str, object]:
         """The ``/status`` JSON, from figures the loop keeps (no Redis call: it answers during outages)."""
@@ -359,13 +380,14 @@ class LearnerService:
             "lease_holder": self.lease_holder,
             "reachable": self.reachable,
             "checkpoint_age_seconds": None if saved is None else round(max(0.0, time.time() - saved), 3),
+            "checkpoint_error": self.watch.error,
             "drift_score": self.drift,
             "target": self.config.target,
         }
 
     def spec_summary(self) -> dict[str, object]:
-        """The stream's spec in brief (d, m, law, σ as a number or per-dimension values), from the cache."""
-        spec = self.store.get_spec(self.stream)
+        """The stream's spec in brief (d, m, law, σ as a number or per-dimension values), as last read."""
+        spec = self.spec
         sigma = spec.sigma
         return {
             "name": spec.name or self.stream,
