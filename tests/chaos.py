@@ -1032,12 +1032,14 @@ class Monitor(threading.Thread):
 # ---------------------------------------------------------------------------------------------
 
 
-def wait_settled(monitor: Monitor, log_truth: LogTruth, timeout: float, quiet_s: float = 3.0) -> bool:
+def wait_settled(monitor: Monitor, log_truth: LogTruth, timeout: float, quiet_s: float = 3.0,
+                 tick: Callable[[], None] = lambda: None) -> bool:
     """Wait until every partition's stored next offset is its end offset and nothing moved for ``quiet_s``
-    (as seen by the running ``monitor``)."""
+    (as seen by the running ``monitor``); ``tick`` runs meanwhile (the supervisor restarting crashed workers)."""
     deadline = time.monotonic() + timeout
     ends = log_truth.ends
     while time.monotonic() < deadline:
+        tick()
         if monitor.latest is not None:
             offsets = monitor.latest[1]
             at_end = all(offsets.get(p) == end for p, end in enumerate(ends) if end)
@@ -1265,7 +1267,7 @@ class ChaosRun:
                                     max_bytes=command.max_record_bytes, exclude=cfg.exclude_malformed)
             errors = self._drive(pool, chaos, monitor, producer, plan)
             log_truth = read_log(self.kafka, self.topic, truth)
-            settled = wait_settled(monitor, log_truth, cfg.settle_timeout_s)
+            settled = wait_settled(monitor, log_truth, cfg.settle_timeout_s, tick=chaos.run_due)
             self.events.add("settled" if settled else f"not settled within {cfg.settle_timeout_s:.0f} s")
             errors += [] if settled else [f"the sketch did not settle within {cfg.settle_timeout_s:.0f} s"]
             if log_truth.foreign:
