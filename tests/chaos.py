@@ -198,6 +198,7 @@ class Worker:
     skew_s: float
     started: float
     paused_at: float | None = None
+    resumed_at: float | None = None
     end: str | None = None  # how it ended: "killed", "stopped", "exited"
 
     @property
@@ -277,6 +278,7 @@ class WorkerPool:
             return None
         held = time.monotonic() - worker.paused_at  # type: ignore[operator]
         worker.paused_at = None
+        worker.resumed_at = time.monotonic()
         if not worker.alive:
             return None
         worker.proc.send_signal(signal.SIGCONT)
@@ -750,10 +752,11 @@ class Chaos:
 
     def __init__(self, pool: WorkerPool, redis_server: CrashableRedis, rng: random.Random, events: EventLog,
                  skew_s: float = 45.0, member_ttl_s: float = MEMBER_TTL_S, fault_skewed: bool = True,
-                 restart_delay: tuple[float, float] = (0.3, 2.0), max_workers: int = 4) -> None:
+                 restart_delay: tuple[float, float] = (0.3, 2.0), max_workers: int = 4,
+                 grace_s: float = 8.0) -> None:
         self.pool, self.redis, self.rng, self.events = pool, redis_server, rng, events
         self.skew_s, self.ttl, self.fault_skewed, self.restart_delay = skew_s, member_ttl_s, fault_skewed, restart_delay
-        self.max_workers = max_workers
+        self.max_workers, self.grace_s = max_workers, grace_s
         self._last_at = 0.0  # time of the plan's last fault: its final rescale is kept as planned
         self.caused: collections.Counter[str] = collections.Counter()
         self.skipped: collections.Counter[str] = collections.Counter()
@@ -807,7 +810,12 @@ class Chaos:
     # -- victims -------------------------------------------------------------------
 
     def _eligible(self, workers: list[Worker]) -> list[Worker]:
-        return [w for w in workers if self.fault_skewed or not w.skew_s]
+        """Workers a pause or kill may hit: not the skewed one unless ``fault_skewed``, and not one resumed in
+        the last ``grace_s`` seconds (what a worker does after a pause, fenced and then claiming again after
+        its cooldown, is the point of the pause: another fault on it must not cut that short)."""
+        now = time.monotonic()
+        return [w for w in workers if (self.fault_skewed or not w.skew_s)
+                and (w.resumed_at is None or now - w.resumed_at >= self.grace_s)]
 
     def _victim(self, workers: list[Worker]) -> Worker | None:
         """A random worker among ``workers``, preferring those that hold partitions."""
