@@ -62,7 +62,9 @@ def summary(result: ChaosResult, per_kind: int) -> list[str]:
     got = {"pause": caused["pause"], "kill": caused["kill"], "redis": caused["redis restart"],
            "skew": caused["skewed worker"], "scale": caused["scale up"] + caused["scale down"]}
     lines = [f"{kind:6} planned {per_kind + (kind == 'scale'):4}  caused {got[kind]:4}" for kind in KINDS]
-    lines.append(f"fences {result.logs['fences'] + result.logs['offset fences']}, "
+    logs = result.logs
+    fences = logs["fences"] + logs["offset fences"] + logs["fences seen after a pause"]
+    lines.append(f"fences {fences}, "
                  f"dead letters {result.facts.get('dead letters')}, wall {result.wall_s / 60:.1f} min")
     lines.append("EXACT" if not result.errors else f"NOT EXACT: {len(result.errors)} errors (above)")
     return lines

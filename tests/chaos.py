@@ -73,10 +73,12 @@ READY = re.compile(r"ingest worker \S+ for stream ")  # logged once connected, a
 
 # Worker log lines counted by log_stats (see ingest/worker.py and sketch_store/redis_store.py).
 LOG_MARKERS = {
-    "fences": "claimed by another worker",
+    "fences": "claimed by another worker",  # a flush (or claim check) refused: another worker took the partition
+    "fences seen after a pause": "paused past its membership; dropping",  # a worker's own check after a pause
     "offset fences": " is at offset ",  # FencedError: the stored offset is not where the delta starts
     "claims": ": took ",
     "handovers": "handed over ",
+    "pauses noticed": "was paused or stalled",
     "redis retries": "Redis unavailable",
     "duplicate flushes": "was already applied",
     "dead letters sent": ": rejected ",
@@ -218,6 +220,10 @@ class Worker:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def exiting(self) -> bool:
+        """Whether it has logged its last line (stopping or crashed) and is only on its way out."""
+        return "ingest worker stopped" in self.log_text()
 
     def ready(self) -> bool:
         """Whether it has connected (its SIGTERM handler is installed by then)."""
@@ -815,7 +821,7 @@ class Chaos:
         its cooldown, is the point of the pause: another fault on it must not cut that short)."""
         now = time.monotonic()
         return [w for w in workers if (self.fault_skewed or not w.skew_s)
-                and (w.resumed_at is None or now - w.resumed_at >= self.grace_s)]
+                and (w.resumed_at is None or now - w.resumed_at >= self.grace_s) and not w.exiting()]
 
     def _victim(self, workers: list[Worker]) -> Worker | None:
         """A random worker among ``workers``, preferring those that hold partitions."""
@@ -848,7 +854,7 @@ class Chaos:
 
     def _resume(self, worker: Worker) -> None:
         held = self.pool.resume(worker)
-        if held is not None:
+        if held is not None and not worker.exiting():
             self.caused["pause" if held > self.ttl else "short pause"] += 1
 
     def _do_kill(self, fault: Fault) -> None:

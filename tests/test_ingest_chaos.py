@@ -58,7 +58,8 @@ def test_ingest_exact_through_pauses_kills_skew_rescaling_and_redis_crash(tmp_pa
     report = result.report()
     print(report)
 
-    caused, fences = result.caused, result.logs["fences"] + result.logs["offset fences"]
+    logs = result.logs
+    caused, fences = result.caused, logs["fences"] + logs["offset fences"] + logs["fences seen after a pause"]
     print(f"caused: {caused['pause']} pauses > TTL, {caused['kill']} SIGKILLs, {caused['redis restart']} Redis "
           f"restarts, {caused['skewed worker']} skewed worker, {fences} fences")
     minimums = {
