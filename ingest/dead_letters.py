@@ -30,6 +30,15 @@ REASON_HEADER = "sketchgen-reject-reason"
 DETAIL_HEADER = "sketchgen-reject-detail"
 SOURCE_HEADER = "sketchgen-source"
 
+#: Room for the key and headers beside a forwarded value: the producer's request limit is the
+#: largest value forwarded plus this, and so must be the dead-letter topic's ``max.message.bytes``.
+HEADROOM_BYTES = 1 << 20
+
+
+def max_dead_letter_bytes(max_value_bytes: int) -> int:
+    """The largest dead-letter record a worker forwarding values up to ``max_value_bytes`` sends."""
+    return int(max_value_bytes) + HEADROOM_BYTES
+
 
 @dataclasses.dataclass(eq=False)
 class DeadLetter:

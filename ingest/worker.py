@@ -40,7 +40,7 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from ingest.dead_letters import DeadLetter, DeadLetterQueue
+from ingest.dead_letters import DeadLetter, DeadLetterQueue, max_dead_letter_bytes
 from ingest.decode import MAX_VALUE_BYTES, RecordError
 from ingest.flusher import Flusher
 from ingest.fold import Folder, Job
@@ -156,7 +156,7 @@ class IngestWorker:
             )  # partitions are assigned by ingest.membership; the group id only names committed offsets
             # dead letters carry the rejected value (up to max_value_bytes) plus headers
             self.producer = KafkaProducer(
-                **common, acks="all", linger_ms=5, max_request_size=self.config.max_value_bytes + (1 << 20),
+                **common, acks="all", linger_ms=5, max_request_size=max_dead_letter_bytes(self.config.max_value_bytes),
                 max_block_ms=10_000,  # a send waiting for the topic's metadata fails (and is retried) in 10 s
             )
         except KafkaError as exc:

@@ -26,6 +26,8 @@ import pytest
 import redis
 import yaml
 
+from ingest.dead_letters import max_dead_letter_bytes
+from ingest.decode import MAX_VALUE_BYTES
 from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketchgen.cli import build_parser
@@ -447,6 +449,15 @@ def test_ingest_replicas_never_exceed_the_partitions(rendered):
     assert meta["topic"] == config["STREAM_TOPIC"]
     assert meta["consumerGroup"] == f"sketchgen-{config['STREAM_NAME']}"  # sketchgen ingest's default group
     assert meta["allowIdleConsumers"] == "false"
+
+
+def test_the_dev_dead_letter_topic_takes_the_largest_dead_letter_the_worker_sends(rendered):
+    dev = rendered["overlays/dev"]
+    config = config_map(dev)
+    args = assets.pod_spec(assets.one(dev, "Deployment", "sketchgen-ingest"))["containers"][0]["args"]
+    limit = int(args[args.index("--max-record-bytes") + 1]) if "--max-record-bytes" in args else MAX_VALUE_BYTES
+    (dlq,) = [t for t in assets.find(dev, "KafkaTopic") if t["spec"]["topicName"] == config["STREAM_TOPIC"] + ".dlq"]
+    assert int(dlq["spec"]["config"]["max.message.bytes"]) >= max_dead_letter_bytes(limit)
 
 
 def test_dev_kafka_and_redis_are_what_the_config_points_at(rendered):
