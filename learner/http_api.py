@@ -23,13 +23,17 @@ Every answer is JSON without NaN or Infinity (:mod:`learner.json_safe`: non-fini
 null). Sampling never holds the training lock: it draws from the immutable snapshot the loop
 publishes after each slice (:mod:`learner.serving`). At most ``max_concurrent_samples``
 requests sample at once; beyond that the answer is 429 with ``Retry-After`` at once, never a
-wait. An exception inside a handler is answered with 500 ``{"error": …}`` and logged once.
+wait. A sampling request's thread runs at nice :data:`SAMPLING_NICE` (Linux), so when CPUs are
+scarce the training thread keeps most of its share. An exception inside a handler is answered
+with 500 ``{"error": …}`` and logged once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +53,24 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1
 #: Seconds a connection may stall reading the request or taking the reply before it is closed.
 SOCKET_TIMEOUT_SECONDS = 60
+#: Nice value of a thread while it samples (training runs at the process's own, 0 by default).
+SAMPLING_NICE = 10
+
+
+def lower_this_threads_priority(nice: int = SAMPLING_NICE) -> None:
+    """Run the calling thread at ``nice`` (never raising it back); Linux only, where a TID names one thread.
+
+    Each request has its own thread (HTTP/1.0, one request per connection), so the lower
+    priority ends with the request.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:
+        log.debug("cannot lower the sampling thread's priority: %s", exc)
 
 
 class _Answered(Exception):  # noqa: N818 (control flow, not an error)
@@ -149,6 +171,7 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
                 self._fail(429, f"busy: {service.config.max_concurrent_samples} sampling requests are running; "
                                 f"retry in {RETRY_AFTER_SECONDS} s", {"Retry-After": str(RETRY_AFTER_SECONDS)})
             try:
+                lower_this_threads_priority()
                 yield
             finally:
                 sampling.release()
