@@ -9,11 +9,12 @@ run, see ``docs/bench/soak.md``). The pieces, each usable on its own:
 * clock skew — Debian's ``faketime`` package: its ``libfaketime`` is preloaded into the worker the way
   ``faketime -f +45s CMD`` does it, but into the worker process itself (``faketime`` forks, and a SIGSTOP
   sent to the wrapper would not reach Python). :func:`probe_skew` checks that ``time.time()`` in a child
-  really moves; the monotonic clock is left alone, as on a host whose wall clock is off.
+  really moves and that sleeping threads still work (see :func:`skew_env` for the monotonic clock).
 * :class:`LiveProducer` — a thread writing valid vector records (JSON rows, ``{"x": …}``, two-row batches,
-  float32 rows) mixed with malformed ones of every reject reason of :mod:`ingest.decode`, at a fixed rate,
-  into :class:`Truth`: per partition, the valid rows below each offset, and every malformed record's
-  offset and expected reason.
+  float32 rows) mixed with malformed ones of every reject reason of :mod:`ingest.decode` (tombstones
+  included), at a fixed rate, recorded in :class:`Truth`; after the stream :func:`read_log` reads the
+  topic back into :class:`LogTruth` (per partition the valid rows below each offset, every malformed
+  record's offset and expected reason), which the final checks use.
 * :class:`CrashableRedis` — a Redis with ``appendfsync always`` that is SIGKILLed and restarted on the same
   port and append-only file.
 * :class:`Chaos` — a seeded plan of :class:`Fault` s executed at their times, with counters of the faults
