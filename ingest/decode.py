@@ -151,15 +151,17 @@ def _rows_pattern(d: int) -> re.Pattern[bytes]:
     return re.compile(row + rb"(?:\x00" + row + rb")*")
 
 
-def decode_json_vectors(values: Sequence[bytes], d: int, max_bytes: int = MAX_VALUE_BYTES) -> np.ndarray | None:
+def decode_json_vectors(
+    values: Sequence[bytes | None], d: int, max_bytes: int = MAX_VALUE_BYTES
+) -> np.ndarray | None:
     """Fast path: an (n, d) array when each of the ``n`` values is one valid JSON row; else None.
 
     The values are joined with NUL bytes and matched by one regular expression that admits
     exactly ``[number, …]`` with ``d`` JSON numbers per record, then parsed by NumPy in one
     call: no Python work per record. None means "decode these one by one" (some value is not
-    a plain row, is too large, or holds a number beyond float64).
+    a plain row — a tombstone (None) included —, is too large, or holds a number beyond float64).
     """
-    if not values or max(map(len, values)) > max_bytes:
+    if not values or None in values or max(map(len, values)) > max_bytes:
         return None
     return decode_joined_vectors(JOIN.join(values), len(values), d)
 

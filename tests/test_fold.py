@@ -51,6 +51,14 @@ def test_headers_and_limits():
     assert [(i, r) for i, r, _ in out.rejects] == [(2, "too_large")]
 
 
+def test_a_tombstone_among_plain_rows_is_rejected_not_a_crash():
+    """A record with no value (a Kafka tombstone) in a header-less batch: rejected as empty, the rest folded."""
+    job = Job(values=[b"[1, 2]", None, b"[3, 4]"], headers=None, timestamps_ms=[0, 0, 0])  # as the worker builds it
+    (out,) = fold_batch([job])
+    assert sum(n for _, _, n in out.buckets) == 2
+    assert [(i, r) for i, r, _ in out.rejects] == [(1, "empty")]
+
+
 def test_folder_child_process_matches_in_process():
     values = [json.dumps([float(i), -float(i)]).encode() for i in range(100)]
     job = Job.plain(values, np.zeros(100, dtype=np.int64))
