@@ -15,6 +15,8 @@ Example
 >>> buf.advance(7)
 >>> buf.count, buf.next_offset, [(d.level, d.start, d.count) for d in buf.bucket_deltas()]
 (3, 7, [('fine', 20, 3), ('coarse', 0, 3)])
+>>> buf.follows(7), buf.follows(5)  # a batch read from offset 7 continues it; one from 5 would overlap
+(True, False)
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ class PartitionBuffer:
     def advance(self, next_offset: int) -> None:
         """Mark offsets up to ``next_offset`` (exclusive) as consumed."""
         self.next_offset = int(next_offset) if self.next_offset is None else max(self.next_offset, int(next_offset))
+
+    def follows(self, start: int | None) -> bool:
+        """True when a batch read from ``start`` continues this buffer exactly (no gap, no overlap).
+
+        Batches are applied in the order they were read; one that does not start where the
+        buffer ends would skip records or count some twice, so the caller refuses it.
+        """
+        return start == self.next_offset
 
     def bucket_deltas(self) -> list[BucketDelta]:
         """The per-bucket deltas, fine buckets first."""

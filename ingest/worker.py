@@ -345,7 +345,7 @@ class IngestWorker:
         batch = self.consumer.poll(timeout_ms=100, max_records=self.config.poll_records)
         pending = [p for tp, records in batch.items() if (p := self._collect(tp, records)) is not None]
         if pending:
-            jobs = [self._job(records) for _, records in pending]
+            jobs = [self._job(records) for _, records, _ in pending]
             self._inflight.append((self._folder.submit(jobs), pending))
         self._apply_done()
 
@@ -356,8 +356,12 @@ class IngestWorker:
         while len(self._inflight) > IN_FLIGHT or (self._inflight and self._inflight[0][0].done()):
             self._apply(*self._inflight.popleft())
 
-    def _collect(self, tp: TopicPartition, records: list) -> tuple[OwnedPartition, list] | None:
-        """The records of a claim this worker holds that it has not folded yet (None if none)."""
+    def _collect(self, tp: TopicPartition, records: list) -> tuple[OwnedPartition, list, int] | None:
+        """The records of a claim this worker holds that it has not folded yet, and where they start.
+
+        ``start`` is the end of what this claim had read before: the batch covers offsets
+        ``[start, last + 1)`` (a gap in Kafka's offsets inside it holds no records).
+        """
         owned = self.ownership.get(tp)
         if owned is None or not records:
             return None  # fenced or not ours any more: the owner will read these records
@@ -367,8 +371,9 @@ class IngestWorker:
             records = [r for r in records if r.offset >= buf.read_offset]
         if not records:
             return None
+        start = buf.read_offset
         buf.read_to(records[-1].offset + 1)
-        return owned, records
+        return owned, records, start
 
     @staticmethod
     def _job(records: list) -> Job:
@@ -386,17 +391,23 @@ class IngestWorker:
         while self._inflight:
             self._apply(*self._inflight.popleft())
 
-    def _apply(self, future: Future, pending: list[tuple[OwnedPartition, list]]) -> None:
+    def _apply(self, future: Future, pending: list[tuple[OwnedPartition, list, int]]) -> None:
         """Apply one folded batch to the claims it was read under: sums into their buffers, rejects out.
 
         A claim that ended meanwhile (handed over, fenced, lost after a pause) takes nothing:
         its records are read again by the partition's owner.
         """
-        for (owned, records), folded in zip(pending, future.result(), strict=True):
+        for (owned, records, start), folded in zip(pending, future.result(), strict=True):
             if not self.ownership.is_current(owned):
                 self.metrics.stale_batches.inc()
                 log.info("dropping a batch of %d records read under %s, which this worker no longer holds",
                          len(records), owned.describe())
+                continue
+            if not owned.buffer.follows(start):
+                self._cooldown[owned.tp] = time.monotonic() + self.config.fenced_cooldown_s
+                self.ownership.lose(owned, f"a batch from offset {start} arrived while the claim's buffer ends at "
+                                           f"{owned.buffer.next_offset} (out of order: refused)")
+                self._assign()
                 continue
             for index, reason, detail in folded.rejects:
                 self._dead_letter(owned, records[index], RecordError(reason, detail))

@@ -106,7 +106,7 @@ def _in_flight_batch_then_fence(worker: IngestWorker, store: SketchStore, name: 
     os.kill(child, signal.SIGSTOP)
     try:
         _poll_until(worker, lambda: bool(worker._inflight), "a batch in flight")
-        first_in_flight = min(records[0].offset for _, pending in worker._inflight for _, records in pending)
+        first_in_flight = min(batch[1][0].offset for _, pending in worker._inflight for batch in pending)
         store.claim(name, topic, 0)  # another worker takes the partition: the claim is fenced
         worker.flush()  # refused by Redis: the worker drops its claim
     finally:
