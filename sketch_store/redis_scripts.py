@@ -62,6 +62,29 @@ local function check_sum(key, delta)
   end
   return nil
 end
+
+-- The parts set's members `current` must be exactly ARGV (as listed by a read just before),
+-- and KEYS[first + i] the partition key of ARGV[i]. Returns nil when so, else the reply:
+-- {'retry', current members...} when the set changed meanwhile, or a badarg.
+local function check_listing(current, first)
+  local listed = {}
+  for i = 1, #ARGV do listed[ARGV[i]] = true end
+  local same = #current == #ARGV and #KEYS == first + #ARGV
+  for _, m in ipairs(current) do
+    if not listed[m] then same = false end
+  end
+  if not same then
+    table.insert(current, 1, 'retry')
+    return current
+  end
+  local prefix = string.sub(KEYS[2], 1, #KEYS[2] - 5) .. 'part:'
+  for i = 1, #ARGV do
+    if KEYS[first + i] ~= prefix .. ARGV[i] then
+      return badarg('key ' .. KEYS[first + i] .. ' is not member ' .. ARGV[i])
+    end
+  end
+  return nil
+end
 """
 
 # Add the float64 vector `delta` into the `sum` field of hash `key` (lengths already checked),
@@ -115,20 +138,8 @@ local err = check_type(KEYS[3], 'string')
 if err then return err end
 local current = {}
 if key_type(KEYS[2]) == 'set' then current = redis.call('SMEMBERS', KEYS[2]) end
-local listed = {}
-for i = 1, #ARGV do listed[ARGV[i]] = true end
-local same = #current == #ARGV and #KEYS == 3 + #ARGV
-for _, m in ipairs(current) do
-  if not listed[m] then same = false end
-end
-if not same then
-  table.insert(current, 1, 'retry')
-  return current
-end
-local prefix = string.sub(KEYS[2], 1, #KEYS[2] - 5) .. 'part:'
-for i = 1, #ARGV do
-  if KEYS[3 + i] ~= prefix .. ARGV[i] then return badarg('key ' .. KEYS[3 + i] .. ' is not member ' .. ARGV[i]) end
-end
+local listing = check_listing(current, 3)
+if listing then return listing end
 local stored = redis.call('GET', KEYS[3])
 if stored and not is_int(stored) then return corrupt('field', KEYS[3], 'epoch counter is not an integer') end
 local high = tonumber(stored or '0')
@@ -263,21 +274,11 @@ if err then return err end
 local meta = redis.call('HMGET', KEYS[1], 'fingerprint', 'updated')
 if not meta[1] then return {'missing'} end
 local current = redis.call('SMEMBERS', KEYS[2])
-local listed = {}
-for i = 1, #ARGV do listed[ARGV[i]] = true end
-local same = #current == #ARGV and #KEYS == 2 + #ARGV
-for _, m in ipairs(current) do
-  if not listed[m] then same = false end
-end
-if not same then
-  table.insert(current, 1, 'retry')
-  return current
-end
-local prefix = string.sub(KEYS[2], 1, #KEYS[2] - 5) .. 'part:'
+local listing = check_listing(current, 2)
+if listing then return listing end
 local out = {'ok', meta[1], meta[2] or false}
 for i = 1, #ARGV do
   local key = KEYS[2 + i]
-  if key ~= prefix .. ARGV[i] then return badarg('key ' .. key .. ' is not member ' .. ARGV[i]) end
   err = check_type(key, 'hash')
   if err then return err end
   local h = redis.call('HMGET', key, 'sum', 'count', 'next_offset', 'epoch', 'updated')

@@ -377,7 +377,8 @@ def test_the_learner_lease_and_checkpoint_scripts_declare_their_keys(store, audi
     store.create_stream(make_spec())
     lease = Lease(store.client, "s", holder="a", ttl=5.0)
     assert lease.acquire() and lease.acquire()  # the second one renews
-    CheckpointStore(store.client, "s").save(lease, b"model", "fp", steps=1, sketch_count=1.0)
+    CheckpointStore(store.client, "s").save(lease, b"model", "fp", steps=1, sketch_count=1.0,
+                                            incarnation=store.incarnation("s"))
     assert lease.release()
     runs = audit.runs()
     assert len(runs) >= 3
