@@ -31,3 +31,15 @@ def kafka_server(tmp_path_factory):
 
     with KafkaBroker(tmp_path_factory.mktemp("kafka")) as server:
         yield server
+
+
+@pytest.fixture
+def store(redis_server):
+    """A SketchStore on the session's Redis, emptied first (a test module may define its own)."""
+    from sketch_store.redis_connect import connect
+    from sketch_store.redis_store import SketchStore
+
+    client = connect(redis_server.url)
+    client.flushdb()
+    yield SketchStore(client)
+    client.close()

@@ -15,12 +15,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import numpy as np
 import pytest
 import redis
 from redis.crc import key_slot
 
-from sketch_store.redis_connect import connect
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_scripts import FLUSH, READ_BUCKETS, READ_PARTS
 from sketch_store.redis_store import (
@@ -32,24 +30,8 @@ from sketch_store.redis_store import (
     StoreScriptError,
     flush_call,
 )
-from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    client.flushdb()
-    yield SketchStore(client)
-    client.close()
-
-
-def make_spec(name: str = "s", m: int = 16, seed: int = 0) -> SketchSpec:
-    return SketchSpec.create(d=2, m=m, law="gaussian", seed=seed, name=name)
-
-
-def delta(spec: SketchSpec, n: int, seed: int) -> Sketch:
-    return Sketch.from_data(spec, np.random.default_rng(seed).normal(size=(n, 2)))
+from tests.store_helpers import delta, make_spec
 
 
 def value_of(client: redis.Redis, key: bytes) -> object:

@@ -18,24 +18,7 @@ from sketch_store.redis_store import (
     StreamExistsError,
     StreamNotFoundError,
 )
-from sketch_store.sketch import Sketch
-from sketch_store.spec import SketchSpec
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    client.flushdb()
-    yield SketchStore(client)
-    client.close()
-
-
-def make_spec(name: str = "s", m: int = 16, seed: int = 0) -> SketchSpec:
-    return SketchSpec.create(d=2, m=m, law="gaussian", seed=seed, name=name)
-
-
-def delta(spec: SketchSpec, n: int, seed: int) -> Sketch:
-    return Sketch.from_data(spec, np.random.default_rng(seed).normal(size=(n, 2)))
+from tests.store_helpers import delta, make_spec
 
 
 def test_create_refuses_overwrite_and_replace_wipes_data(store):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from sketch_store.errors import SketchgenError
@@ -26,24 +25,8 @@ from sketch_store.redis_store import (
     StreamNotFoundError,
     StreamRecreatedError,
 )
-from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
-
-
-@pytest.fixture
-def store(redis_server):
-    client = connect(redis_server.url)
-    client.flushdb()
-    yield SketchStore(client)
-    client.close()
-
-
-def make_spec(m: int = 16) -> SketchSpec:
-    return SketchSpec.create(d=2, m=m, law="gaussian", seed=0, name="s")
-
-
-def delta(spec: SketchSpec, n: int, seed: int) -> Sketch:
-    return Sketch.from_data(spec, np.random.default_rng(seed).normal(size=(n, 2)))
+from tests.store_helpers import delta, make_spec
 
 
 def data_keys(store: SketchStore) -> list[bytes]:
