@@ -178,6 +178,9 @@ def stream_checkpoint(args: argparse.Namespace) -> Checkpoint:
     stored = CheckpointStore(store.client, args.model).load()
     if stored is None:
         raise SketchgenError(f"stream {args.model!r} has no model checkpoint yet (is a learner running?)")
+    if stored.incarnation != store.incarnation(args.model):
+        raise SketchgenError(f"the checkpoint of stream {args.model!r} was trained before the stream was recreated; "
+                             "wait for the learner's first checkpoint of the new stream")
     return load_checkpoint(stored.model, expected_fingerprint=spec.fingerprint)
 
 

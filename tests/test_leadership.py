@@ -133,6 +133,14 @@ def test_cli_samples_a_streams_latest_checkpoint(client, redis_server, tmp_path,
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained for spec" in err[0]
+    # a checkpoint of an earlier incarnation of the stream (same spec, recreated) is refused too
+    CheckpointStore(client, name).save(lease, checkpoint_bytes(trainer), spec.fingerprint, steps=0, sketch_count=0,
+                                       incarnation=inc)
+    client.hset(CheckpointStore(client, name).keys.checkpoint, "incarnation", "an-earlier-one")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "recreated" in err[0], err
     assert main(["sample", "no-such-stream", "-n", "5", "--out", str(tmp_path / "x.npy"), "--redis",
                  redis_server.url]) == 2
 
