@@ -44,7 +44,7 @@ class LearnConfig:
         if self.history_size < 1:
             raise SketchgenError(f"the history size must be at least 1, got {self.history_size}")
         if self.max_sample < 1 or self.max_concurrent_samples < 1:
-            raise SketchgenError("the sample cap and the number of concurrent sampling requests must be at least 1")
+            raise SketchgenError("the sample cap and --max-concurrent-samples must be at least 1")
 
     @property
     def torch_device(self) -> str:

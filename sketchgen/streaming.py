@@ -102,6 +102,8 @@ def add_learn_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lease-ttl", type=float, default=10.0, help="leader lease, seconds (default 10)")
     p.add_argument("--drift-threshold", type=float, default=5.0, help="drift alarm threshold (default 5)")
     p.add_argument("--history-size", type=int, default=2000, help="points kept for /history and the live page")
+    p.add_argument("--max-concurrent-samples", type=int, default=2, metavar="N",
+                   help="/sample and /density requests sampling at once; more get 429 (default 2)")
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_learn)
 
@@ -116,6 +118,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         stream=args.name, target=args.target, steps_per_round=args.steps_per_round,
         checkpoint_every=args.checkpoint_every, device=args.device, lease_ttl=args.lease_ttl,
         drift_threshold=args.drift_threshold, history_size=args.history_size,
+        max_concurrent_samples=args.max_concurrent_samples,
     )
     service = LearnerService(config, open_store(Connections.from_args(args)))
     try:
