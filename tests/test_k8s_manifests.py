@@ -584,17 +584,23 @@ def test_the_create_stream_job_creates_the_spec_once_and_pods_wait_for_it(render
 
 
 def test_the_dev_redis_command_starts_a_redis_with_aof_and_the_password(rendered, tmp_path):
-    """The StatefulSet's shell command, run as written (with /data → a temporary directory)."""
+    """The StatefulSet's shell command, run as written (/data and /run/redis → temporary directories).
+
+    The password has quotes, a backslash and spaces, and must not be on redis-server's command line.
+    """
     from sketchgen.local_stack import find_redis_server, free_port
 
     redis_set = assets.one(rendered["overlays/dev"], "StatefulSet", "sketchgen-redis")
     container = assets.pod_spec(redis_set)["containers"][0]
     port = free_port()
-    script = container["command"][2].replace("/data", str(tmp_path)).replace(
-        "exec redis-server", f"exec {find_redis_server()} --bind 127.0.0.1 --port {port}")
-    proc = subprocess.Popen(["sh", "-c", script], env={"REDIS_PASSWORD": "pw-0123"})
+    (tmp_path / "run").mkdir()
+    script = container["command"][2].replace("/run/redis", str(tmp_path / "run")).replace("/data", str(tmp_path))
+    script = re.sub(r"exec redis-server (\S+)", rf"exec {find_redis_server()} \1 --bind 127.0.0.1 --port {port}",
+                    script)
+    password = 'pw "quoted" back\\slash and spaces'
+    proc = subprocess.Popen(["sh", "-c", script], env={"REDIS_PASSWORD": password, "PATH": os.environ["PATH"]})
     try:
-        client = redis.Redis(port=port, password="pw-0123")
+        client = redis.Redis(port=port, password=password)
         for _ in range(100):
             try:
                 client.ping()
@@ -606,6 +612,8 @@ def test_the_dev_redis_command_starts_a_redis_with_aof_and_the_password(rendered
         assert client.config_get("appendonly")["appendonly"] == "yes"
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).set("k", "v")
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()  # the shell exec'd redis-server
+        assert b"redis-server" in cmdline and password.encode() not in cmdline, cmdline
     finally:
         proc.terminate()
         proc.wait(10)
