@@ -753,7 +753,7 @@ class Chaos:
     ``caused`` counts what really happened (``pause``: held longer than the member TTL; ``kill``: died of
     SIGKILL; ``redis kill``/``redis restart``; ``skewed worker``; ``scale up``/``scale down``; ``crash
     restart``: a worker that died by itself, restarted as a supervisor would), ``skipped`` what could not be
-    done (no eligible worker within ten retries, or overlapping the same kind). Clean stops and starts are
+    done (no eligible worker within 30 retries, or overlapping the same kind). Clean stops and starts are
     postponed while Redis is down (a worker stopping during an outage gives up its flush, by design).
     """
 
@@ -816,13 +816,14 @@ class Chaos:
 
     # -- victims -------------------------------------------------------------------
 
-    def _eligible(self, workers: list[Worker]) -> list[Worker]:
-        """Workers a pause or kill may hit: not the skewed one unless ``fault_skewed``, and not one resumed in
-        the last ``grace_s`` seconds (what a worker does after a pause, fenced and then claiming again after
-        its cooldown, is the point of the pause: another fault on it must not cut that short)."""
+    def _eligible(self, workers: list[Worker], grace: bool = True) -> list[Worker]:
+        """Workers a pause or kill may hit: not the skewed one unless ``fault_skewed``, and, with ``grace``, not
+        one resumed in the last ``grace_s`` seconds (what a worker does after a pause, fenced and then claiming
+        again after its cooldown, is the point of the pause: another pause must not cut that short). Kills take
+        no grace: a worker killed right after it woke up is a fault worth having."""
         now = time.monotonic()
         return [w for w in workers if (self.fault_skewed or not w.skew_s)
-                and (w.resumed_at is None or now - w.resumed_at >= self.grace_s) and not w.exiting()]
+                and (not grace or w.resumed_at is None or now - w.resumed_at >= self.grace_s) and not w.exiting()]
 
     def _victim(self, workers: list[Worker]) -> Worker | None:
         """A random worker among ``workers``, preferring those that hold partitions."""
@@ -839,9 +840,9 @@ class Chaos:
         getattr(self, f"_do_{fault.kind}")(fault)
 
     def _retry_or_skip(self, fault: Fault) -> None:
-        """No worker to hit right now (all paused, starting or excluded): try again in a moment, ten times."""
+        """No worker to hit right now (all paused, starting or excluded): try again in a moment, 30 times."""
         self._tries[fault] += 1
-        if self._tries[fault] > 10:
+        if self._tries[fault] > 30:
             self.skipped[fault.kind] += 1
             return
         self._later(1.0 + self.rng.random(), fault.kind, lambda: self._fault(fault))
@@ -859,7 +860,7 @@ class Chaos:
             self.caused["pause" if held > self.ttl else "short pause"] += 1
 
     def _do_kill(self, fault: Fault) -> None:
-        victim = self._victim(self._eligible(self.pool.running()))
+        victim = self._victim(self._eligible(self.pool.running(), grace=False))
         if victim is None:
             self._retry_or_skip(fault)
             return
