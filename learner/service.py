@@ -86,7 +86,7 @@ class LearnerService:
         self.is_leader = False
         self.rounds = 0
         self.last_loss: float | None = None
-        self.last_checkpoint = 0.0
+        self.last_checkpoint = time.monotonic()  # the first checkpoint comes checkpoint_every after the start
         self.sketch_records = 0.0
         self.drift: float | None = None
         self.reachable = True  # False while Redis or the stream cannot be read (not ready, retrying)
