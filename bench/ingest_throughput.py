@@ -122,7 +122,7 @@ def worker_consume(
     cpu.pids["fold process"] = next(iter(worker._folder._pool._processes))  # type: ignore[attr-defined]
     marks: dict[float, tuple[float, int]] = {}
     while len(marks) < 2:
-        done = int(worker.metrics.records._value.get()) + sum(b.count for b in list(worker.buffers.values()))
+        done = int(worker.metrics.records._value.get()) + sum(o.buffer.count for o in worker.ownership.all())
         for q in (0.2, 0.8):
             if q not in marks and done >= q * n_rows:
                 marks[q] = (time.perf_counter(), done)
