@@ -1,4 +1,4 @@
-"""Reproduce the paper's experiment (BRIEF §3) and measure our default configuration.
+"""Reproduce the paper's experiment (docs/results.md) and measure our default configuration.
 
 For each of the three datasets (spiral, Gaussian mixture, circle; N = 10⁵ points in the
 unit ball):

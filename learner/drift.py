@@ -1,6 +1,6 @@
 """Drift of a stream: the recent sketch against the one before it, in units of its null level.
 
-``score = ‖z_recent − z_reference‖² / ((1 − ‖z‖²)(1/n_recent + 1/n_reference))`` (BRIEF §2,
+``score = ‖z_recent − z_reference‖² / ((1 − ‖z‖²)(1/n_recent + 1/n_reference))`` (docs/design.md §1,
 ``‖z‖²`` from the pooled sketch): about 1 while the stream is stationary, ≫ 1 after a change.
 
 Example

@@ -3,7 +3,7 @@
 * :func:`mmd_ratio`: the exact (V-statistic) ``MMD²`` between two sample sets
   with a mixture of Gaussian kernels ``k(x, y) = (1/B) Σ_b exp(−‖x−y‖²/(2 h_b²))``,
   divided by its expectation when both sets come from one law,
-  ``(k(0) − E k(x, x'))(1/n_A + 1/n_B)`` (the analogue of BRIEF §2's null
+  ``(k(0) − E k(x, x'))(1/n_A + 1/n_B)`` (the analogue of docs/design.md §1's null
   level). About 1 means indistinguishable at these sample sizes; 10 means the
   discrepancy is ten times the sampling noise.
 * :func:`sliced_wasserstein`: ``SW₂ = (mean over random unit directions θ of

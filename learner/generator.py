@@ -1,4 +1,4 @@
-"""The generator network ``G_θ : R^k → R^d`` (BRIEF §2): an MLP fed with ``u ~ N(0, I_k)``.
+"""The generator network ``G_θ : R^k → R^d`` (docs/design.md §1): an MLP fed with ``u ~ N(0, I_k)``.
 
 The generator produces *standardised* data ``y = s(x)``; the spec's
 standardisation is undone when samples leave the service.

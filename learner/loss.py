@@ -1,4 +1,4 @@
-"""The sketch-matching loss and its minibatch noise floor (BRIEF §2).
+"""The sketch-matching loss and its minibatch noise floor (docs/design.md §1).
 
 For a batch of ``n`` generated (standardised) samples ``y_j = G_θ(u_j)``:
 

@@ -1,4 +1,4 @@
-"""Training a generator from a sketch alone: Adam on the sketch-matching loss (BRIEF §2).
+"""Training a generator from a sketch alone: Adam on the sketch-matching loss (docs/design.md §1).
 
 A :class:`Trainer` owns the generator, its Adam optimiser and the target
 sketch. :meth:`Trainer.train` runs for a number of steps or a wall-clock

@@ -1,4 +1,4 @@
-"""The random Fourier feature map in NumPy, for ingestion (BRIEF §2).
+"""The random Fourier feature map in NumPy, for ingestion (docs/design.md §1).
 
 ``Φ(x) = [cos(Ωᵀ s(x)); sin(Ωᵀ s(x))] / √m ∈ R^{2m}`` with ``s`` the spec's
 standardisation. :class:`FeatureMap` folds any number of rows into a running

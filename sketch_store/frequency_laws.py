@@ -1,4 +1,4 @@
-"""Frequency laws Λ for random Fourier features (BRIEF §2).
+"""Frequency laws Λ for random Fourier features (docs/design.md §1).
 
 Every law draws frequencies as ``ω = R · D φ`` where ``φ`` is uniform on the
 unit sphere of ``R^d``, ``R ≥ 0`` is a radius drawn from the law, and ``D`` maps

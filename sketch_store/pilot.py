@@ -2,7 +2,7 @@
 
 The pilot fixes the per-dimension standardisation ``s(x) = (x − mean)/std``
 and, unless σ is given, estimates σ on the standardised pilot with
-:func:`sketch_store.scale.estimate_scale` (BRIEF §2). The spec records which
+:func:`sketch_store.scale.estimate_scale` (docs/design.md §1). The spec records which
 scale method was used.
 
 Example

@@ -1,4 +1,4 @@
-"""Estimating the scale σ of the frequency law from a small pilot sample (BRIEF §2).
+"""Estimating the scale σ of the frequency law from a small pilot sample (docs/design.md §1).
 
 Two estimators, both on data already standardised:
 

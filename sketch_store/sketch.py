@@ -1,6 +1,6 @@
 """The sketch value: a feature sum and a count, and the ``.npz`` sketch file.
 
-A sketch of N records is ``z = (1/N) Σ_i Φ(x_i)`` (BRIEF §2); it is kept as the
+A sketch of N records is ``z = (1/N) Σ_i Φ(x_i)`` (docs/design.md §1); it is kept as the
 pair ``(Σ_i Φ(x_i), N)`` so that sketches of disjoint parts merge by adding
 sums and counts, in any order.
 

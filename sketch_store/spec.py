@@ -1,6 +1,6 @@
 """The sketch spec: everything needed to compute a stream's features, and nothing else.
 
-A :class:`SketchSpec` is the source of truth for a stream (BRIEF §4): the data
+A :class:`SketchSpec` is the source of truth for a stream (docs/design.md §3): the data
 dimension ``d``, the number of frequencies ``m``, the frequency law and its
 scale σ, the per-dimension standardisation ``s(x) = (x − mean) / std`` applied
 before the feature map, and the frequency matrix ``Ω`` itself, stored rather

@@ -1,4 +1,4 @@
-"""The random Fourier feature map in PyTorch, differentiable, for training (BRIEF §2).
+"""The random Fourier feature map in PyTorch, differentiable, for training (docs/design.md §1).
 
 Works on *standardised* inputs ``y = s(x)`` (the generator lives in
 standardised units): ``Φ(y) = [cos(Ωᵀy); sin(Ωᵀy)] / √m``.

@@ -1,4 +1,4 @@
-"""The paper's three synthetic 2-D datasets (BRIEF §3), as in the authors' ESANN demo.
+"""The paper's three synthetic 2-D datasets (docs/results.md), as in the authors' ESANN demo.
 
 Each generator returns an (n, 2) float64 array. ``normalize=True`` divides by
 ``max‖x‖`` of the drawn sample, as the authors did, so points lie in the unit
