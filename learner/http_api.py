@@ -91,6 +91,7 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
         def _send(self, code: int, body: bytes, ctype: str = "application/json",
                   headers: dict[str, str] | None = None) -> None:
             self._replied = True
+            self._give_back_slot()  # before the first byte: a client that got its answer may ask again at once
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -170,10 +171,17 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             if not sampling.acquire(blocking=False):
                 self._fail(429, f"busy: {service.config.max_concurrent_samples} sampling requests are running; "
                                 f"retry in {RETRY_AFTER_SECONDS} s", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            self._slot_held = True
             try:
                 lower_this_threads_priority()
                 yield
             finally:
+                self._give_back_slot()
+
+        def _give_back_slot(self) -> None:
+            """Release the sampling slot this request holds, if any (once)."""
+            if getattr(self, "_slot_held", False):
+                self._slot_held = False
                 sampling.release()
 
         def _samples(self, n: int) -> np.ndarray:
