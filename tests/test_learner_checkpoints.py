@@ -236,9 +236,9 @@ def test_replacing_a_stream_with_the_same_spec_restarts_training_and_fences_the_
             assert service.lease.acquire()  # the replace deleted the lease: the old trainer holds a new one
         # the old trainer ends its round: its checkpoint is refused by Redis, not written into the new stream
         wait_for(lambda: any("was recreated" in r.getMessage() and "not writing" in r.getMessage()
-                             for r in caplog.records), 30, "the refused write of the old trainer")
+                             for r in caplog.records), 90, "the refused write of the old trainer")
         # training restarts from scratch, not from the old model nor the stale copy of its checkpoint
-        wait_for(lambda: service.trained_for == (store.get_spec(name).fingerprint, second), 30, "a new trainer")
+        wait_for(lambda: service.trained_for == (store.get_spec(name).fingerprint, second), 90, "a new trainer")
         steps_advance(service, loop, by=80)
         restarted = min(p["steps"] for p in service.history.points(since=replaced_at) if p["steps"] is not None)
         assert restarted <= 2 * 40 < before, (restarted, before)  # one round or two, from 0
