@@ -53,7 +53,7 @@ from safetensors.torch import save as st_save
 from learner import checkpoint_schema as schema
 from learner.generator import Generator, GeneratorConfig
 from learner.json_safe import finite
-from learner.serving import sample_in_chunks
+from learner.serving import sample_in_chunks, seeded_rng
 from learner.trainer import Trainer
 from sketch_store.errors import CheckpointError
 
@@ -167,12 +167,7 @@ class Checkpoint:
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` samples in original units (the network runs in chunks, bounding peak memory)."""
-        gen = torch.Generator()
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(seed)
-        return self.unstandardize(sample_in_chunks(self.build_generator(), int(n), gen))
+        return self.unstandardize(sample_in_chunks(self.build_generator(), int(n), seeded_rng(seed)))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -42,6 +42,16 @@ if TYPE_CHECKING:
 SAMPLE_CHUNK = 8192
 
 
+def seeded_rng(seed: int | None) -> torch.Generator:
+    """A torch RNG seeded with ``seed``, or from the OS when it is None."""
+    rng = torch.Generator()
+    if seed is None:
+        rng.seed()
+    else:
+        rng.manual_seed(seed)
+    return rng
+
+
 def sample_in_chunks(generator: Generator, n: int, rng: torch.Generator, chunk: int = SAMPLE_CHUNK) -> np.ndarray:
     """``n`` standardised samples ``G(u)`` (float64, n × d); the latents are drawn at once, the network chunked.
 
@@ -89,12 +99,7 @@ class ServedModel:
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` samples in the data's original units."""
-        rng = torch.Generator()
-        if seed is None:
-            rng.seed()
-        else:
-            rng.manual_seed(seed)
-        out = sample_in_chunks(self.generator, int(n), rng)
+        out = sample_in_chunks(self.generator, int(n), seeded_rng(seed))
         out *= self.std
         out += self.mean
         return out
