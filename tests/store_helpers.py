@@ -15,3 +15,12 @@ def make_spec(name: str = "s", m: int = 16, seed: int = 0) -> SketchSpec:
 def delta(spec: SketchSpec, n: int, seed: int) -> Sketch:
     """The sketch of ``n`` standard normal rows (seeded), to flush as a delta."""
     return Sketch.from_data(spec, np.random.default_rng(seed).normal(size=(n, 2)))
+
+
+def assert_exact(sketch: Sketch, spec: SketchSpec, rows: np.ndarray) -> None:
+    """``sketch`` holds every row of ``rows`` exactly once: same count, sum within 1e-9 of the offline sketch."""
+    from sketch_store.features import FeatureMap
+
+    assert sketch.count == len(rows), (sketch.count, len(rows))
+    expected, _ = FeatureMap(spec).feature_sum(rows)
+    assert np.linalg.norm(sketch.total - expected) / np.linalg.norm(expected) <= 1e-9

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from sketch_store.features import FeatureMap
 from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.produce import ensure_topic
 from tests.processes import wait_for
+from tests.store_helpers import assert_exact
 
 pytestmark = [
     pytest.mark.slow,
@@ -85,7 +85,4 @@ def test_a_worker_with_a_skewed_clock_neither_evicts_nor_fences_the_others(tmp_p
     text = "\n".join(log.read_text(errors="replace")[-3000:] for log in logs)
     assert later == settled, f"partitions kept changing hands: takes {settled} -> {later}\n{text}"
     assert "claimed by another worker" not in text
-    sketch = store.read_total(name)
-    assert sketch.count == len(rows)
-    expected, _ = FeatureMap(spec).feature_sum(rows)
-    assert np.linalg.norm(sketch.total - expected) / np.linalg.norm(expected) <= 1e-9
+    assert_exact(store.read_total(name), spec, rows)

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from sketch_store.features import FeatureMap
 from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import KafkaBroker, free_port
 from sketchgen.produce import ensure_topic
 from tests.processes import Proc, get, wait_for
+from tests.store_helpers import assert_exact
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +99,5 @@ def test_an_unwritable_dead_letter_topic_holds_the_offset_and_loses_nothing(tmp_
         wait_for(lambda: get(port, "/readyz")[0] == 200, 30, "ready once dead letters are confirmed")
     finally:
         second.stop()
-    sketch = store.read_total(name)
-    assert sketch.count == len(rows)
-    expected, _ = FeatureMap(spec).feature_sum(rows)
-    assert np.linalg.norm(sketch.total - expected) / np.linalg.norm(expected) <= 1e-9
+    assert_exact(store.read_total(name), spec, rows)
     assert (f"{topic}:0:100", "invalid_json") in _sources(guarded.bootstrap, "open.dlq")

@@ -22,11 +22,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from ingest.worker import IngestConfig, IngestWorker
-from sketch_store.features import FeatureMap
 from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.produce import ensure_topic
+from tests.store_helpers import assert_exact
 
 pytestmark = pytest.mark.slow
 
@@ -135,10 +135,7 @@ def test_a_batch_read_under_a_fenced_claim_never_reaches_a_later_claim(setup, ka
         worker.stop_event.set()
         worker._folder.close()
         worker._close()
-    sketch = store.read_total(name)
-    assert sketch.count == ROWS
-    expected, _ = FeatureMap(spec).feature_sum(rows)
-    assert np.linalg.norm(sketch.total - expected) / np.linalg.norm(expected) <= 1e-9
+    assert_exact(store.read_total(name), spec, rows)
 
 
 def test_rejects_of_a_claim_that_ended_are_not_sent(setup, kafka_server):

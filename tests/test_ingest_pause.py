@@ -21,13 +21,13 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from sketch_store.features import FeatureMap
 from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
 from tests.processes import Proc, fetch, wait_for
+from tests.store_helpers import assert_exact
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,4 @@ def test_a_paused_worker_drops_what_it_held_and_says_so(tmp_path, kafka_server, 
         other.stop()
     assert "was paused or stalled" in paused.tail(), paused.tail()
     assert "lost " in paused.tail(), paused.tail()
-    sketch = store.read_total(name)
-    assert sketch.count == len(rows)
-    expected, _ = FeatureMap(spec).feature_sum(rows)
-    assert np.linalg.norm(sketch.total - expected) / np.linalg.norm(expected) <= 1e-9
+    assert_exact(store.read_total(name), spec, rows)
