@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import operator
 import os
 import signal
@@ -32,6 +33,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import Future
 from http.server import ThreadingHTTPServer
 
@@ -39,10 +41,12 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ingest.dead_letters import DeadLetter, DeadLetterQueue, max_dead_letter_bytes
 from ingest.decode import MAX_VALUE_BYTES, RecordError
-from ingest.flusher import Flusher
+from ingest.flusher import Flusher, StopBoundedRetry, StopDeadline
 from ingest.fold import Folder, Job
 from ingest.health import ReadinessProber, WorkerHealth
 from ingest.http_api import serve
@@ -61,6 +65,35 @@ _HEADERS = operator.attrgetter("headers")
 _TIMESTAMP = operator.attrgetter("timestamp")
 
 IN_FLIGHT = 8  # polled batches being decoded and folded while the next poll runs
+#: How long a stopping worker retries its final flush through a Redis outage (``--stop-timeout``).
+DEFAULT_STOP_TIMEOUT_S = 20.0
+ENV_STOP_TIMEOUT = "SKETCHGEN_STOP_TIMEOUT"
+
+
+def resolve_stop_timeout(flag: float | None, env: Mapping[str, str] | None = None) -> float:
+    """``--stop-timeout``, else ``SKETCHGEN_STOP_TIMEOUT`` (empty: unset), else 20 s; checked positive.
+
+    Like the connection settings (:mod:`sketchgen.settings`): flag, then environment, then default.
+    """
+    env = os.environ if env is None else env
+    if flag is not None:
+        value = flag
+    elif env.get(ENV_STOP_TIMEOUT):
+        try:
+            value = float(env[ENV_STOP_TIMEOUT])
+        except ValueError:
+            raise SketchgenError(
+                f"{ENV_STOP_TIMEOUT} must be a number of seconds, got {env[ENV_STOP_TIMEOUT]!r}"
+            ) from None
+    else:
+        value = DEFAULT_STOP_TIMEOUT_S
+    check_stop_timeout(value)
+    return value
+
+
+def check_stop_timeout(seconds: float) -> None:
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise SketchgenError(f"--stop-timeout must be a positive number of seconds, got {seconds}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +117,15 @@ class IngestConfig:
     kafka_security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
     stall_timeout_s: float = 120.0  # /healthz turns 503 when the loop has not turned for this long
     probe_interval_s: float = 2.0  # how often /readyz's checks of Redis, the stream and Kafka run
+    #: after SIGTERM, Redis is retried this long (from the signal) for the final flush, then exit 2
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.flush_ms <= 0 or self.flush_records <= 0:
             raise SketchgenError("--flush-ms and --flush-records must be positive")
         if not self.stall_timeout_s > 0:
             raise SketchgenError(f"--stall-timeout must be positive, got {self.stall_timeout_s}")
+        check_stop_timeout(self.stop_timeout_s)
         if not self.topic:
             raise SketchgenError("a topic is required")
 
@@ -116,6 +152,7 @@ class IngestWorker:
             store, config.stream, self.spec.m, self.buckets, self.metrics, incarnation=self.incarnation
         )
         self.stop_event = threading.Event()
+        self.stopping = StopDeadline(self.stop_event, config.stop_timeout_s)
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self._pending_rows = 0
@@ -162,7 +199,7 @@ class IngestWorker:
         except KafkaError as exc:
             raise connect_error(self.config.kafka, self.config.kafka_security, exc) from None
         self.dead_letters = DeadLetterQueue(self.producer, self.config.dead_letter_topic)
-        self.flusher = Flusher(self.ownership, self.dead_letters, self.metrics, self.stop_event, self.health.beat)
+        self.flusher = Flusher(self.ownership, self.dead_letters, self.metrics, self.stopping, self.health.beat)
         self.health.connected()
         log.info(
             "ingest worker %s for stream %s: topic %s, group %s, dead letters to %s, Kafka %s, %s",
@@ -193,22 +230,37 @@ class IngestWorker:
             self._http.server_close()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the loop; the worker then flushes and leaves the group."""
+        """SIGTERM and SIGINT stop the loop; the worker then flushes and leaves the group.
+
+        The stop deadline (``stop_timeout_s``) starts at the first signal: through a Redis outage
+        the final flush is retried until then (:class:`~ingest.flusher.StopDeadline`).
+        """
         def handler(signum: int, _frame: object) -> None:
-            log.info("received %s: flushing and leaving the group", signal.Signals(signum).name)
-            self.stop_event.set()
+            log.info("received %s: flushing and leaving the group (Redis retried for up to %g s)",
+                     signal.Signals(signum).name, self.config.stop_timeout_s)
+            self.stopping.begin()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
     def run(self) -> None:
-        """Consume until :attr:`stop_event` is set, then flush and close cleanly."""
+        """Consume until :attr:`stop_event` is set, then flush and close cleanly.
+
+        Meanwhile the store's client retries Redis as configured until the stop deadline, and no
+        more after it (:class:`~ingest.flusher.StopBoundedRetry`), so a stop ends in time even when
+        a command is retrying through an outage; the client's own policy is put back at the end.
+        """
+        client = self.store.client
+        policy = client.get_retry()
+        client.set_retry(StopBoundedRetry(policy or Retry(NoBackoff(), 0), self.stopping.remaining))
         self._start_http()
         try:
             self._connect()
             self._consume()
         finally:
             self._stop_http()
+            if policy is not None:
+                client.set_retry(policy)
 
     def _consume(self) -> None:
         assert self.consumer is not None

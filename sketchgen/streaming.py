@@ -7,7 +7,7 @@ import json
 import logging
 import time
 
-from ingest.worker import IngestConfig, IngestWorker
+from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
 from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, LOW_DIM, default_m, spec_from_pilot
@@ -53,6 +53,10 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
                    help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
     p.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="/healthz answers 503 when the consume loop has not turned for this long (default 120)")
+    p.add_argument("--stop-timeout", type=float, metavar="SECONDS",
+                   help="on SIGTERM, retry the final flush through a Redis outage this long, then exit 2 (env "
+                        f"{ENV_STOP_TIMEOUT}, default {DEFAULT_STOP_TIMEOUT_S:g}; keep it below the pod's "
+                        "terminationGracePeriodSeconds)")
     p.add_argument("--flush-ms", type=int, default=500, help="flush to Redis at least this often (default 500)")
     p.add_argument("--flush-records", type=int, default=100_000, help="or after this many rows (default 100000)")
     p.add_argument("--max-record-bytes", type=int, default=4 << 20, help="reject larger record values (default 4 MiB)")
@@ -169,13 +173,14 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    stop_timeout = resolve_stop_timeout(args.stop_timeout)  # a bad value fails before connecting
     conn = Connections.from_args(args)
     store = open_store(conn)
     config = IngestConfig(
         stream=args.name, topic=args.topic, kafka=conn.kafka, group=args.group, dlq_topic=args.dlq,
         flush_ms=args.flush_ms, flush_records=args.flush_records, metrics_port=args.metrics_port,
         max_value_bytes=args.max_record_bytes, kafka_security=conn.kafka_security,
-        stall_timeout_s=args.stall_timeout,
+        stall_timeout_s=args.stall_timeout, stop_timeout_s=stop_timeout,
     )
     worker = IngestWorker(config, store)
     worker.install_signal_handlers()
