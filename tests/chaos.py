@@ -19,7 +19,7 @@ run, see ``docs/bench/soak.md``). The pieces, each usable on its own:
   port and append-only file.
 * :class:`Chaos` — a seeded plan of :class:`Fault` s executed at their times, with counters of the faults
   actually caused (a pause counts once it has held longer than the member TTL, a kill once the process died
-  of SIGKILL, …).
+  of SIGKILL, …); a pause cut short and a Redis crash that finds Redis still down are tried again later.
 * :class:`Monitor` — samples Redis while the run goes: for each partition the stored count must equal the
   valid rows below the stored next offset; the first sample that breaks this is kept with its time, so a
   double count can be matched with the fault that preceded it.
@@ -762,11 +762,15 @@ def random_plan(rng: random.Random, duration: float, per_kind: int, max_workers:
 class Chaos:
     """Executes a plan of :class:`Fault` s on a :class:`WorkerPool` and a :class:`CrashableRedis`.
 
-    ``caused`` counts what really happened (``pause``: held longer than the member TTL; ``kill``: died of
-    SIGKILL; ``redis kill``/``redis restart``; ``skewed worker``; ``scale up``/``scale down``; ``crash
-    restart``: a worker that died by itself, restarted as a supervisor would), ``skipped`` what could not be
-    done (no eligible worker within 30 retries, or overlapping the same kind). Clean stops and starts are
-    postponed while Redis is down (a worker stopping during an outage gives up its flush, by design).
+    ``caused`` counts what really happened (``pause``: held longer than the member TTL on a worker that is
+    not exiting; ``pause cut short``: one that did not count — its worker was killed or stopped meanwhile, was
+    exiting, or was held no longer than the TTL — and is planned again; ``kill``: died of SIGKILL; ``redis
+    kill``/``redis restart``; ``skewed worker``; ``scale up``/``scale down``; ``crash restart``: a worker
+    that died by itself, restarted as a supervisor would), ``skipped`` what could not be done within 30
+    tries (no eligible worker, pauses cut short again and again, Redis still down from the previous crash,
+    another skewed worker alive). Clean stops and starts are postponed while Redis is down: a stop during an
+    outage waits for Redis (up to the worker's ``--stop-timeout``), and this loop, which restarts Redis,
+    would wait with it.
     """
 
     def __init__(self, pool: WorkerPool, redis_server: CrashableRedis, rng: random.Random, events: EventLog,
@@ -852,7 +856,8 @@ class Chaos:
         getattr(self, f"_do_{fault.kind}")(fault)
 
     def _retry_or_skip(self, fault: Fault) -> None:
-        """No worker to hit right now (all paused, starting or excluded): try again in a moment, 30 times."""
+        """The fault could not be caused now (no worker to hit: all paused, starting or excluded; a pause cut
+        short; Redis still down): try again in a moment, 30 times in all, then count it as skipped."""
         self._tries[fault] += 1
         if self._tries[fault] > 30:
             self.skipped[fault.kind] += 1
@@ -864,12 +869,20 @@ class Chaos:
         if victim is None or not self.pool.pause(victim):
             self._retry_or_skip(fault)
             return
-        self._later(fault.hold, "resume", lambda: self._resume(victim))
+        self._later(fault.hold, "resume", lambda: self._resume(victim, fault))
 
-    def _resume(self, worker: Worker) -> None:
+    def _resume(self, worker: Worker, fault: Fault) -> None:
+        """End a pause: it counts if held longer than the TTL on a worker not exiting; if not, plan it again."""
         held = self.pool.resume(worker)
-        if held is not None and not worker.exiting():
-            self.caused["pause" if held > self.ttl else "short pause"] += 1
+        exiting = worker.exiting()
+        if held is not None and held > self.ttl and not exiting:
+            self.caused["pause"] += 1
+            return
+        why = ("its worker was killed or stopped meanwhile" if held is None else "its worker is exiting" if exiting
+               else f"held only {held:.1f} s")
+        self.caused["pause cut short"] += 1
+        self.events.add(f"pause of {worker.name} cut short ({why}): planned again")
+        self._retry_or_skip(fault)
 
     def _do_kill(self, fault: Fault) -> None:
         victim = self._victim(self._eligible(self.pool.running(), grace=False))
@@ -888,8 +901,8 @@ class Chaos:
             self.caused["restart"] += 1
 
     def _do_redis(self, fault: Fault) -> None:
-        if not self.redis.kill():
-            self.skipped["redis"] += 1
+        if not self.redis.kill():  # still down from the previous crash (this loop ran late): try again
+            self._retry_or_skip(fault)
             return
         self.caused["redis kill"] += 1
         self._later(fault.hold, "redis restart", self._redis_back)
