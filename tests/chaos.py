@@ -303,17 +303,23 @@ class WorkerPool:
         self.events.add(f"kill {worker.name} (SIGKILL)")
         return worker.proc.returncode == -signal.SIGKILL
 
-    def stop(self, worker: Worker, timeout: float = 40.0) -> int | None:
+    def stop(self, worker: Worker, timeout: float = 40.0,
+             excused: Callable[[Worker, str], bool] = lambda w, last: False) -> int | None:
         """SIGTERM (resuming it first if paused) and wait; a nonzero exit is recorded in :attr:`errors`.
 
-        A worker still running ``timeout`` s after SIGTERM is hung: it gets SIGABRT (its stacks go to its
-        log), then SIGKILL."""
+        A worker that ends by itself while it is waited for to be ready (so before the SIGTERM) was not
+        stopped: it is judged as :meth:`reap` judges it (``excused``: a documented exit, e.g. a start refused
+        because Redis was down; else a crash), and not restarted. A worker still running ``timeout`` s after SIGTERM is hung: it gets
+        SIGABRT (its stacks go to its log), then SIGKILL."""
         if not worker.alive:
             return worker.proc.returncode
         self.resume(worker)
         started = time.monotonic()
         while worker.alive and not worker.ready() and time.monotonic() - started < timeout:
             time.sleep(0.1)  # a stop is a stop of a running worker, not of one still importing
+        if not worker.alive:
+            self._ended_by_itself(worker, excused)
+            return worker.proc.returncode
         worker.proc.send_signal(signal.SIGTERM)
         try:
             code = worker.proc.wait(timeout)
@@ -339,14 +345,18 @@ class WorkerPool:
         line)`` (a documented exit, e.g. Redis unreachable at start while the harness had it down)."""
         ended = [w for w in self.workers if not w.alive and w.end is None]
         for w in ended:
-            lines = [line for line in w.log_text().splitlines() if line.strip()]
-            last = lines[-1] if lines else ""
-            w.end = "refused to start" if excused(w, last) else "crashed"
-            if w.end == "crashed":
-                self.errors.append(f"{w.name} died by itself (exit {w.proc.returncode}): {last}")
-            self.events.add(f"{w.name} {'died by itself' if w.end == 'crashed' else 'exited'} "
-                            f"(exit {w.proc.returncode}): {last[-160:]}")
+            self._ended_by_itself(w, excused)
         return ended
+
+    def _ended_by_itself(self, w: Worker, excused: Callable[[Worker, str], bool]) -> None:
+        """Record how a worker ended without the harness: ``refused to start`` if ``excused``, else a crash."""
+        lines = [line for line in w.log_text().splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        w.end = "refused to start" if excused(w, last) else "crashed"
+        if w.end == "crashed":
+            self.errors.append(f"{w.name} died by itself (exit {w.proc.returncode}): {last}")
+        self.events.add(f"{w.name} {'died by itself' if w.end == 'crashed' else 'exited'} "
+                        f"(exit {w.proc.returncode}): {last[-160:]}")
 
     def close(self) -> None:
         """SIGKILL whatever is still running (end of a run or a failed test)."""
@@ -917,6 +927,10 @@ class Chaos:
         return (worker.proc.returncode == 2 and "cannot reach Redis" in last_line
                 and self.redis.was_down(worker.started))
 
+    def _stop(self, worker: Worker) -> None:
+        """A clean stop; a worker that refuses to start meanwhile is judged by :meth:`excused`, not as a stop."""
+        self.pool.stop(worker, excused=self.excused)
+
     def _postponed(self, fault: Fault) -> bool:
         """Re-schedule a fault that needs clean stops while Redis is down."""
         if not self.redis.down:
@@ -931,7 +945,7 @@ class Chaos:
         if any(w.skew_s for w in self.pool.alive()) or not normal:
             self._retry_or_skip(fault)
             return
-        self.pool.stop(self.rng.choice(normal))
+        self._stop(self.rng.choice(normal))
         skewed = self.pool.start(self.skew_s)
         self.caused["skewed worker"] += 1
         self.events.add(f"{skewed.name} runs with its clock {self.skew_s:+g} s off for {fault.hold:.0f} s")
@@ -946,7 +960,7 @@ class Chaos:
             return
         self._observe_skew()
         for worker in [w for w in self.pool.alive() if w.skew_s]:
-            self.pool.stop(worker)
+            self._stop(worker)
             self.pool.start()
 
     def _observe_skew(self) -> None:
@@ -982,7 +996,7 @@ class Chaos:
             self.pool.start()
         while self._alive_count() > target and self.pool.alive():
             candidates = self.pool.running() or self.pool.alive()  # not a paused one: its pause would not count
-            self.pool.stop(self.rng.choice([w for w in candidates if w.skew_s] or candidates))
+            self._stop(self.rng.choice([w for w in candidates if w.skew_s] or candidates))
         after = self._alive_count()
         if after > before:
             self.caused["scale up"] += 1
@@ -1374,5 +1388,5 @@ class ChaosRun:
         if not pool.alive():
             errors.append("no worker alive at the end")
         for w in pool.alive():
-            pool.stop(w)
+            pool.stop(w, excused=chaos.excused)
         return errors
