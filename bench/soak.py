@@ -6,9 +6,10 @@ Tansu broker (or ``--kafka``), its own Redis (AOF, ``appendfsync always``), a fr
 reject reason) for ``--minutes``, and meanwhile, at seeded random times, ``--faults-per-kind``
 faults of each kind: SIGSTOP/SIGCONT pauses longer than the member TTL, SIGKILLs with restarts,
 Redis SIGKILLed and restarted, a worker with its clock ``--skew`` seconds off, rescaling between 1
-and 4 workers. At the end: the count equals the valid rows in the topic, the sum equals their
-offline sketch (relative error ≤ 1e-9), every malformed record is in the dead-letter topic with its
-reason, and no worker died by itself. Exit status 1 if any of that fails.
+and 4 workers (a pause cut short by another fault, or a Redis crash due while Redis is still
+down, is tried again later). At the end: the count equals the valid rows in the topic, the sum
+equals their offline sketch (relative error ≤ 1e-9), every malformed record is in the dead-letter
+topic with its reason, and no worker died by itself. Exit status 1 if any of that fails.
 
 Run: ``.venv/bin/python bench/soak.py [--minutes 30] [--records-per-second 600] [--seed 0]``
 (see docs/bench/soak.md).
@@ -57,11 +58,13 @@ def config(args: argparse.Namespace) -> ChaosConfig:
 
 
 def summary(result: ChaosResult, per_kind: int) -> list[str]:
-    """One line per fault kind (planned vs caused) and the verdict."""
-    caused = result.caused
+    """One line per fault kind (planned, caused, skipped; pauses cut short and planned again) and the verdict."""
+    caused, skipped = result.caused, result.skipped
     got = {"pause": caused["pause"], "kill": caused["kill"], "redis": caused["redis restart"],
            "skew": caused["skewed worker"], "scale": caused["scale up"] + caused["scale down"]}
-    lines = [f"{kind:6} planned {per_kind + (kind == 'scale'):4}  caused {got[kind]:4}" for kind in KINDS]
+    lines = [f"{kind:6} planned {per_kind + (kind == 'scale'):4}  caused {got[kind]:4}  skipped {skipped[kind]:3}"
+             + (f"  ({caused['pause cut short']} cut short, planned again)" if kind == "pause" else "")
+             for kind in KINDS]
     logs = result.logs
     fences = logs["fences"] + logs["offset fences"] + logs["fences seen after a pause"]
     lines.append(f"fences {fences}, "
