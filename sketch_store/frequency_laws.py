@@ -11,6 +11,10 @@ per-dimension σ. The radius laws are those of Keriven et al. (2016):
 * ``adapted-radius``: ``p(R) ∝ √(R² + R⁴/4) · exp(−R²/2)`` on ``[0, 5]``,
   sampled by inverse CDF on a fine grid.
 
+A *multi-scale* Ω (:func:`draw_multiscale_frequencies`) gives column ``j`` the
+scale ``σ_{k(j)}`` of a ladder ``σ_1 > … > σ_S`` (``k(j) = j mod S``), so the
+kernel is the equal mixture ``κ(δ) = (1/S) Σ_k κ_law(δ/σ_k)`` (docs/design.md §1).
+
 Example
 -------
 >>> import numpy as np
@@ -93,3 +97,35 @@ def draw_frequencies(
     radii = draw_radii(law, int(d), int(m), rng)
     phi = draw_directions(int(d), int(m), rng)
     return (phi * radii[None, :]) / sig[:, None]
+
+
+def validate_scales(scales: object) -> np.ndarray:
+    """``scales`` as a 1-D float64 array of positive finite values, or :class:`SpecError`."""
+    arr = np.asarray(scales, dtype=np.float64) if np.asarray(scales).dtype.kind in "fiu" else None
+    if arr is None or arr.ndim != 1 or arr.size < 1:
+        raise SpecError(f"scales must be a non-empty 1-D array of numbers, got {scales!r}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise SpecError(f"scales must be positive and finite, got {arr.tolist()}")
+    return arr
+
+
+def scale_of_column(m: int, n_scales: int) -> np.ndarray:
+    """The scale index ``k(j) = j mod S`` of each of the ``m`` columns: the scales share Ω equally."""
+    return np.arange(int(m)) % int(n_scales)
+
+
+def draw_multiscale_frequencies(
+    law: str, d: int, m: int, scales: np.ndarray, seed: int | None = None
+) -> np.ndarray:
+    """The (d, m) matrix with columns ``ω_j = R_j φ_j / σ_{k(j)}`` (see module docstring).
+
+    ``scales`` is the ladder ``σ_1, …, σ_S`` (standardised units); ``S = 1`` is the
+    single-scale :func:`draw_frequencies` at ``σ_1``.
+
+    >>> om = draw_multiscale_frequencies("adapted-radius", 2, 6, np.array([1.0, 0.1]), seed=0)
+    >>> bool(np.median(np.linalg.norm(om[:, 1::2], axis=0)) > 5 * np.median(np.linalg.norm(om[:, ::2], axis=0)))
+    True
+    """
+    ladder = validate_scales(scales)
+    unit = draw_frequencies(law, d, m, 1.0, seed)
+    return unit / ladder[scale_of_column(m, ladder.size)][None, :]

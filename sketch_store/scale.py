@@ -28,7 +28,7 @@ import numpy as np
 
 from sketch_store.errors import DataError
 from sketch_store.features import validate_rows
-from sketch_store.frequency_laws import draw_frequencies
+from sketch_store.frequency_laws import draw_directions, draw_frequencies, draw_radii
 
 SCALE_ESTIMATORS = ("sketch", "median")
 #: The sketch-based σ is never taken below this fraction of the median heuristic.
@@ -117,3 +117,66 @@ def estimate_scale(x: np.ndarray, method: str = "sketch", seed: int | None = 0) 
     if not np.isfinite(sigma):
         return med
     return max(sigma, MEDIAN_FLOOR_FRACTION * med)
+
+
+# -- the multi-scale ladder (docs/design.md §1, "A kernel from the data") ----------------------------
+
+#: Radii probed by :func:`characteristic_energy`: a √2-spaced grid, standardised units⁻¹.
+PROBE_RADII = np.geomspace(0.25, 1024.0, 25)
+#: A radius is *resolved* while the pilot's mean ``|z(ω)|²`` there exceeds this many times its noise level 1/n.
+RESOLVED_ENERGY = 3.0
+#: Directions averaged at each probed radius.
+PROBE_DIRECTIONS = 256
+#: Adjacent scales of the ladder differ by this factor (one octave).
+LADDER_RATIO = 2.0
+#: At most this many scales (10 octaves below the median heuristic): discrete data resolve every radius.
+MAX_SCALES = 11
+
+
+def characteristic_energy(x: np.ndarray, radii: np.ndarray = PROBE_RADII, directions: int = PROBE_DIRECTIONS,
+                          seed: int | None = 0) -> np.ndarray:
+    """Excess energy of the pilot's empirical characteristic function at each radius, in noise units.
+
+    ``e(R) = n · (mean over ``directions`` random unit φ of |z(Rφ)|²) − 1`` with
+    ``z(ω) = (1/n) Σ_i exp(i ωᵀx_i)``: under pure noise ``E n|z(ω)|² = 1``, so ``e(R) ≈ 0``
+    where the data have no structure at scale 1/R, and large where they do.
+    """
+    rows = np.asarray(x, dtype=np.float64)
+    n, d = rows.shape
+    rng = np.random.default_rng(seed)
+    energy = np.empty(len(radii))
+    for i, r in enumerate(radii):
+        phases = rows @ (draw_directions(d, directions, rng) * float(r))
+        z2 = np.cos(phases).mean(axis=0) ** 2 + np.sin(phases).mean(axis=0) ** 2
+        energy[i] = n * float(z2.mean()) - 1.0
+    return energy
+
+
+def finest_resolved_radius(x: np.ndarray, threshold: float = RESOLVED_ENERGY, seed: int | None = 0) -> float:
+    """The largest probed radius ``R`` with ``e(R) ≥ threshold`` (:func:`characteristic_energy`)."""
+    energy = characteristic_energy(x, seed=seed)
+    resolved = np.nonzero(energy >= threshold)[0]
+    return float(PROBE_RADII[resolved[-1]] if resolved.size else PROBE_RADII[0])
+
+
+def scale_ladder(x: np.ndarray, law: str = "adapted-radius", seed: int | None = 0) -> np.ndarray:
+    """Scales ``σ_1 > … > σ_S`` for a multi-scale frequency law, from standardised pilot rows ``x``.
+
+    ``σ_1`` is the median heuristic (the coarse, global shape); the finest scale is
+    ``σ_S = R̃ / R_max``, where ``R_max`` is :func:`finest_resolved_radius` and ``R̃`` the
+    median radius of ``law`` at unit scale, so the finest scale's typical frequency sits
+    where the pilot's characteristic function last rises above its noise. In between the
+    scales are one octave apart (at most :data:`MAX_SCALES`).
+
+    >>> rng = np.random.default_rng(0)
+    >>> blobs = np.concatenate([rng.normal(-3, 0.05, (2000, 1)), rng.normal(3, 0.05, (2000, 1))])
+    >>> ladder = scale_ladder((blobs - blobs.mean()) / blobs.std())
+    >>> bool(ladder[0] > 1.0 and ladder[-1] < 0.1)
+    True
+    """
+    rows = np.asarray(x, dtype=np.float64)
+    coarse = median_heuristic(rows, seed=seed)
+    unit_radius = float(np.median(draw_radii(law, rows.shape[1], 20_000, np.random.default_rng(seed))))
+    fine = min(coarse, unit_radius / finest_resolved_radius(rows, seed=seed))
+    count = min(MAX_SCALES, int(np.ceil(np.log(coarse / fine) / np.log(LADDER_RATIO) - 1e-9)) + 1)
+    return coarse / LADDER_RATIO ** np.arange(count)

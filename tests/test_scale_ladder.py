@@ -1,0 +1,54 @@
+"""The multi-scale ladder and Ω: scales follow the data's finest resolved structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sketch_store.errors import SpecError
+from sketch_store.frequency_laws import draw_multiscale_frequencies, scale_of_column, validate_scales
+from sketch_store.scale import MAX_SCALES, characteristic_energy, finest_resolved_radius, scale_ladder
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(axis=0)) / x.std(axis=0)
+
+
+def test_pure_noise_energy_is_near_zero_and_structure_is_positive() -> None:
+    rng = np.random.default_rng(0)
+    smooth = rng.normal(size=(4000, 2))
+    energy = characteristic_energy(smooth, radii=np.array([0.5, 50.0]))
+    assert energy[0] > 100 and abs(energy[1]) < 1.0
+
+
+def test_narrower_clusters_give_a_finer_ladder() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=3.0, size=(8, 2))
+    labels = rng.integers(0, 8, 5000)
+    wide = _standardised(centres[labels] + 0.5 * rng.normal(size=(5000, 2)))
+    narrow = _standardised(centres[labels] + 0.02 * rng.normal(size=(5000, 2)))
+    assert finest_resolved_radius(narrow) > 4 * finest_resolved_radius(wide)
+    coarse_ladder, fine_ladder = scale_ladder(wide), scale_ladder(narrow)
+    assert fine_ladder[-1] < coarse_ladder[-1] / 4
+    assert np.allclose(fine_ladder[:-1] / fine_ladder[1:], 2.0)
+
+
+def test_discrete_data_resolve_every_radius_but_the_ladder_is_capped() -> None:
+    rng = np.random.default_rng(2)
+    lattice = _standardised(rng.integers(0, 4, size=(5000, 2)).astype(float))
+    assert len(scale_ladder(lattice)) == MAX_SCALES
+
+
+def test_multiscale_columns_take_their_scale_in_turn() -> None:
+    scales = np.array([1.0, 0.1, 0.01])
+    om = draw_multiscale_frequencies("gaussian", 3, 3000, scales, seed=0)
+    k = scale_of_column(3000, 3)
+    medians = [np.median(np.linalg.norm(om[:, k == i], axis=0)) for i in range(3)]
+    assert medians[1] == pytest.approx(10 * medians[0], rel=0.1)
+    assert medians[2] == pytest.approx(100 * medians[0], rel=0.1)
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, -1.0], [np.nan], [[1.0]], ["a"]])
+def test_bad_scales_are_refused(bad: object) -> None:
+    with pytest.raises(SpecError):
+        validate_scales(bad)
