@@ -309,8 +309,8 @@ class WorkerPool:
 
         A worker that ends by itself while it is waited for to be ready (so before the SIGTERM) was not
         stopped: it is judged as :meth:`reap` judges it (``excused``: a documented exit, e.g. a start refused
-        because Redis was down; else a crash), and not restarted. A worker still running ``timeout`` s after SIGTERM is hung: it gets
-        SIGABRT (its stacks go to its log), then SIGKILL."""
+        because Redis was down; else a crash), and not restarted. A worker still running ``timeout`` s
+        after SIGTERM is hung: it gets SIGABRT (its stacks go to its log), then SIGKILL."""
         if not worker.alive:
             return worker.proc.returncode
         self.resume(worker)
