@@ -396,6 +396,7 @@ class LearnerService:
             "law": spec.law,
             "sigma": float(sigma) if sigma.ndim == 0 else [float(v) for v in sigma],
             "scale_method": spec.scale_method,
+            "scales": None if spec.scales is None else [float(v) for v in spec.scales],
             "fingerprint": spec.fingerprint,
         }
 

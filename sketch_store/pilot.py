@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sketch_store.errors import DataError
 from sketch_store.features import validate_rows
-from sketch_store.scale import estimate_scale, pilot_sample
+from sketch_store.scale import estimate_scale, pilot_sample, scale_ladder
 from sketch_store.spec import SketchSpec
 
 #: Defaults of ``sketchgen sketch`` / ``sketchgen create`` (see docs/beyond_paper.md for the experiment behind them).
@@ -29,6 +30,8 @@ DEFAULT_M_HIGH_DIM = 3000
 LOW_DIM = 4
 DEFAULT_LAW = "adapted-radius"
 PILOT_ROWS = 5000
+#: Kernels ``spec_from_pilot`` can design: one σ, or a ladder of scales (docs/design.md §1).
+KERNELS = ("single", "multiscale")
 
 
 def default_m(d: int) -> int:
@@ -64,6 +67,7 @@ def spec_from_pilot(
     estimator: str = "sketch",
     standardize: bool = True,
     name: str = "",
+    kernel: str = "single",
 ) -> SketchSpec:
     """A spec whose standardisation and σ come from the pilot rows ``x`` (see module docstring).
 
@@ -73,11 +77,19 @@ def spec_from_pilot(
     d = rows.shape[1]
     m = default_m(d) if m is None else m
     mean, std = standardization(rows) if standardize else (np.zeros(d), np.ones(d))
+    if kernel not in KERNELS:
+        raise DataError(f"unknown kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
+    scales = None
     if sigma is None:
         pilot = (pilot_sample(rows, PILOT_ROWS, seed) - mean) / std
-        sigma, method = estimate_scale(pilot, estimator, seed=seed), estimator
+        if kernel == "multiscale":
+            scales = scale_ladder(pilot, law, seed=seed)
+            sigma, method = float(scales[0]), "multiscale"
+        else:
+            sigma, method = estimate_scale(pilot, estimator, seed=seed), estimator
     else:
         method = "given"
     return SketchSpec.create(
-        d=d, m=m, law=law, sigma=sigma, mean=mean, std=std, seed=seed, scale_method=method, name=name
+        d=d, m=m, law=law, sigma=sigma, mean=mean, std=std, seed=seed, scale_method=method, name=name,
+        scales=scales,
     )

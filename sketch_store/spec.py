@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from sketch_store.errors import SpecError
-from sketch_store.frequency_laws import LAWS, draw_frequencies
+from sketch_store.frequency_laws import LAWS, draw_frequencies, draw_multiscale_frequencies, validate_scales
 
 SPEC_FORMAT = "sketchgen.spec/1"
-SCALE_METHODS = ("given", "median", "sketch")
+SCALE_METHODS = ("given", "median", "sketch", "multiscale")
 MAX_DIM = 1_000_000
 MAX_FREQUENCIES = 10_000_000
 
@@ -67,6 +67,7 @@ class SketchSpec:
     scale_method: str = "given"
     seed: int | None = None
     name: str = ""
+    scales: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         d, m = int(self.d), int(self.m)
@@ -94,8 +95,13 @@ class SketchSpec:
         object.__setattr__(self, "mean", _as_float_array("mean", self.mean, (d,)))
         object.__setattr__(self, "std", std)
         object.__setattr__(self, "omega", _as_float_array("omega", self.omega, (d, m)))
-        for arr in (self.sigma, self.mean, self.std, self.omega):
+        if self.scales is not None:
+            object.__setattr__(self, "scales", validate_scales(self.scales))
+        for arr in (self.sigma, self.mean, self.std, self.omega, *self._scales_list()):
             arr.flags.writeable = False
+
+    def _scales_list(self) -> list[np.ndarray]:
+        return [] if self.scales is None else [self.scales]
 
     @classmethod
     def create(
@@ -109,12 +115,16 @@ class SketchSpec:
         seed: int | None = None,
         scale_method: str = "given",
         name: str = "",
+        scales: np.ndarray | None = None,
     ) -> SketchSpec:
-        """Draw ``Ω`` from ``law`` at scale ``sigma`` and build a spec.
+        """Draw ``Ω`` from ``law`` at scale ``sigma`` (or on the ladder ``scales``) and build a spec.
 
         ``mean``/``std`` default to no standardisation (0 and 1).
         """
-        omega = draw_frequencies(law, int(d), int(m), sigma, seed)
+        if scales is None:
+            omega = draw_frequencies(law, int(d), int(m), sigma, seed)
+        else:
+            omega = draw_multiscale_frequencies(law, int(d), int(m), np.asarray(scales), seed)
         return cls(
             d=d,
             m=m,
@@ -126,6 +136,7 @@ class SketchSpec:
             scale_method=scale_method,
             seed=seed,
             name=name,
+            scales=scales,
         )
 
     # -- identity ---------------------------------------------------------
@@ -139,7 +150,7 @@ class SketchSpec:
         """
         h = hashlib.sha256()
         h.update(f"{SPEC_FORMAT}|{self.law}|{self.d}|{self.m}|".encode())
-        for arr in (self.sigma, self.mean, self.std, self.omega):
+        for arr in (self.sigma, self.mean, self.std, self.omega, *self._scales_list()):
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
         return h.hexdigest()[:16]
@@ -148,6 +159,8 @@ class SketchSpec:
         """One-line human summary of the spec."""
         sig = self.sigma
         sig_txt = f"{float(sig):.4g}" if sig.ndim == 0 else f"per-dim [{sig.min():.3g}, {sig.max():.3g}]"
+        if self.scales is not None:
+            sig_txt = f"{len(self.scales)} scales [{self.scales.max():.3g} .. {self.scales.min():.3g}]"
         return (
             f"d={self.d} m={self.m} law={self.law} sigma={sig_txt} ({self.scale_method}) "
             f"fingerprint={self.fingerprint}"
@@ -179,13 +192,16 @@ class SketchSpec:
             "name": self.name,
             "fingerprint": self.fingerprint,
         }
-        return {
+        arrays = {
             f"{prefix}meta": np.array(json.dumps(meta, sort_keys=True)),
             f"{prefix}sigma": self.sigma,
             f"{prefix}mean": self.mean,
             f"{prefix}std": self.std,
             f"{prefix}omega": self.omega,
         }
+        if self.scales is not None:
+            arrays[f"{prefix}scales"] = self.scales
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str = "spec_") -> SketchSpec:
@@ -211,6 +227,7 @@ class SketchSpec:
                 scale_method=str(meta.get("scale_method", "given")),
                 seed=None if meta.get("seed") is None else int(meta["seed"]),
                 name=str(meta.get("name", "")),
+                scales=arrays.get(f"{prefix}scales"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):

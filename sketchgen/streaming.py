@@ -10,7 +10,7 @@ import time
 from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
-from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, LOW_DIM, default_m, spec_from_pilot
+from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, KERNELS, LOW_DIM, default_m, spec_from_pilot
 from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import validate_stream_name
 from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore
@@ -35,6 +35,8 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--sigma", type=float, help="scale σ (in standardised units with --estimate-from)")
     scale.add_argument("--estimate-from", metavar="FILE", help="pilot data (.npy/.csv): standardisation and σ")
+    p.add_argument("--kernel", choices=KERNELS, default="single",
+                   help="with --estimate-from: one σ, or a ladder of scales read off the pilot (default single)")
     p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
     p.add_argument("--replace", action="store_true", help="delete an existing stream of that name and its data")
     p.add_argument("--fine-bucket", type=int, default=10, help="fine time bucket, seconds (default 10)")
@@ -159,7 +161,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         pilot = load_data(args.estimate_from)
         if pilot.shape[1] != args.dim:
             raise DataError(f"{args.estimate_from}: pilot data have dimension {pilot.shape[1]}, not --dim {args.dim}")
-        spec = spec_from_pilot(pilot, m=m, law=args.law, seed=args.seed, name=args.name)
+        spec = spec_from_pilot(pilot, m=m, law=args.law, seed=args.seed, name=args.name, kernel=args.kernel)
     else:
         if args.sigma is not None and not args.sigma > 0:
             raise DataError(f"--sigma must be > 0, got {args.sigma}")
@@ -201,6 +203,7 @@ def status_dict(store: SketchStore, name: str) -> dict[str, object]:
         "spec": {
             "d": spec.d, "m": spec.m, "law": spec.law, "sigma": spec.sigma.tolist(),
             "scale_method": spec.scale_method, "fingerprint": spec.fingerprint,
+            "scales": None if spec.scales is None else spec.scales.tolist(),
         },
         "count": state.sketch.count,
         "updated": state.updated,

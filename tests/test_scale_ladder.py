@@ -52,3 +52,46 @@ def test_multiscale_columns_take_their_scale_in_turn() -> None:
 def test_bad_scales_are_refused(bad: object) -> None:
     with pytest.raises(SpecError):
         validate_scales(bad)
+
+
+def test_a_multiscale_spec_records_its_ladder_and_round_trips() -> None:
+    from sketch_store.pilot import spec_from_pilot
+    from sketch_store.spec import SketchSpec
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-3, 0.05, (2000, 2)), rng.normal(3, 0.05, (2000, 2))])
+    spec = spec_from_pilot(x, m=120, kernel="multiscale")
+    assert spec.scale_method == "multiscale" and spec.scales is not None and len(spec.scales) >= 3
+    again = SketchSpec.from_bytes(spec.to_bytes())
+    assert again.fingerprint == spec.fingerprint
+    assert np.array_equal(again.scales, spec.scales) and np.array_equal(again.omega, spec.omega)
+    assert "scales" in spec.describe()
+    single = spec_from_pilot(x, m=120)
+    assert single.scales is None and single.scale_method == "sketch"
+
+
+def test_an_unknown_kernel_is_refused() -> None:
+    from sketch_store.errors import DataError
+    from sketch_store.pilot import spec_from_pilot
+
+    with pytest.raises(DataError, match="unknown kernel"):
+        spec_from_pilot(np.random.default_rng(0).normal(size=(100, 2)), m=10, kernel="fancy")
+
+
+def test_sketch_command_with_the_multiscale_kernel(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from sketch_store.sketch import load_sketch
+
+    rng = np.random.default_rng(4)
+    data = tmp_path / "d.npy"
+    np.save(data, np.concatenate([rng.normal(-3, 0.05, (3000, 2)), rng.normal(3, 0.05, (3000, 2))]))
+    out = tmp_path / "s.npz"
+    subprocess.run([sys.executable, "-m", "sketchgen", "sketch", str(data), "--out", str(out), "--kernel",
+                    "multiscale", "--m", "200"], check=True, capture_output=True)
+    spec, sketch = load_sketch(out)
+    assert spec.scales is not None and sketch.count == 6000
+    bad = subprocess.run([sys.executable, "-m", "sketchgen", "sketch", str(data), "--out", str(out), "--kernel",
+                          "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
