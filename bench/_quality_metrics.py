@@ -47,6 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from learner.evaluation import _sq_dists
 from sketch_store.scale import median_heuristic
 
 #: Bandwidth factors × the reference rows' median pairwise distance.
@@ -78,11 +79,9 @@ def bandwidths(reference: np.ndarray, factors: tuple[float, ...] = FACTORS, seed
 def _kernel_means(a: np.ndarray, b: np.ndarray, h: np.ndarray, block: int = 1024) -> np.ndarray:
     """``mean_ij exp(−‖a_i − b_j‖² / 2h²)`` for each bandwidth ``h`` (blockwise over rows of ``a``)."""
     totals = np.zeros(len(h))
-    bb = np.sum(b**2, axis=1)[None, :]
     inv = 1.0 / (2.0 * h**2)
     for i in range(0, a.shape[0], block):
-        ai = a[i : i + block]
-        d2 = np.maximum(np.sum(ai**2, axis=1)[:, None] + bb - 2.0 * ai @ b.T, 0.0)
+        d2 = _sq_dists(a[i : i + block], b)
         for j, c in enumerate(inv):
             totals[j] += float(np.exp(-d2 * c).sum())
     return totals / (a.shape[0] * b.shape[0])
