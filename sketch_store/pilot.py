@@ -1,9 +1,10 @@
 """Designing a sketch spec from a pilot sample of the data.
 
 The pilot fixes the per-dimension standardisation ``s(x) = (x − mean)/std``
-and, unless σ is given, estimates σ on the standardised pilot with
-:func:`sketch_store.scale.estimate_scale` (docs/design.md §1). The spec records which
-scale method was used.
+and, unless σ is given, reads the kernel off the standardised pilot: by default a
+ladder of scales (:func:`sketch_store.scale.scale_ladder`), or with ``kernel="single"``
+one σ from :func:`sketch_store.scale.estimate_scale` (docs/design.md §1). The spec
+records which scale method was used.
 
 Example
 -------
@@ -11,7 +12,9 @@ Example
 >>> x = np.random.default_rng(0).normal(loc=5.0, scale=2.0, size=(1000, 3))
 >>> spec = spec_from_pilot(x, m=64, seed=0)
 >>> spec.d, spec.scale_method, bool(np.allclose(spec.mean, 5.0, atol=0.5))
-(3, 'sketch', True)
+(3, 'multiscale', True)
+>>> spec_from_pilot(x, m=64, seed=0, kernel="single").scale_method
+'sketch'
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ DEFAULT_LAW = "adapted-radius"
 PILOT_ROWS = 5000
 #: Kernels ``spec_from_pilot`` can design: one σ, or a ladder of scales (docs/design.md §1).
 KERNELS = ("single", "multiscale")
+#: The kernel designed when none is named: measured in docs/bench/quality.md.
+DEFAULT_KERNEL = "multiscale"
 
 
 def default_m(d: int) -> int:
@@ -67,11 +72,11 @@ def spec_from_pilot(
     estimator: str = "sketch",
     standardize: bool = True,
     name: str = "",
-    kernel: str = "single",
+    kernel: str = DEFAULT_KERNEL,
 ) -> SketchSpec:
     """A spec whose standardisation and σ come from the pilot rows ``x`` (see module docstring).
 
-    ``m`` defaults to :func:`default_m` of the data's dimension.
+    ``m`` defaults to :func:`default_m` of the data's dimension; ``estimator`` is the single kernel's σ estimator.
     """
     rows = validate_rows(x, np.asarray(x).shape[-1])
     d = rows.shape[1]

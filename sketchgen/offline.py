@@ -17,7 +17,15 @@ from learner.trainer import TrainConfig, Trainer
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.features import FeatureMap
 from sketch_store.frequency_laws import LAWS
-from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, KERNELS, LOW_DIM, spec_from_pilot
+from sketch_store.pilot import (
+    DEFAULT_KERNEL,
+    DEFAULT_LAW,
+    DEFAULT_M,
+    DEFAULT_M_HIGH_DIM,
+    KERNELS,
+    LOW_DIM,
+    spec_from_pilot,
+)
 from sketch_store.redis_store import StreamNotFoundError
 from sketch_store.sketch import Sketch, load_sketch, save_sketch
 from sketchgen.datafiles import load_data, save_samples
@@ -44,8 +52,8 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
                    f"{DEFAULT_M_HIGH_DIM} above: docs/beyond_paper.md)")
     p.add_argument("--law", choices=LAWS, default=DEFAULT_LAW, help=f"frequency law (default {DEFAULT_LAW})")
     p.add_argument("--sigma", type=float, help="scale σ in standardised units (default: estimated from the data)")
-    p.add_argument("--kernel", choices=KERNELS, default="single",
-                   help="one σ, or a ladder of scales read off the data (default single: docs/design.md §1)")
+    p.add_argument("--kernel", choices=KERNELS, default=DEFAULT_KERNEL,
+                   help=f"a ladder of scales read off the data, or one σ (default {DEFAULT_KERNEL}: docs/design.md §1)")
     p.add_argument("--no-standardize", action="store_true", help="use the data's raw units (no mean/std scaling)")
     p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
     add_connection_args(p, kafka=False, redis=False)

@@ -10,7 +10,16 @@ import time
 from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
-from sketch_store.pilot import DEFAULT_LAW, DEFAULT_M, DEFAULT_M_HIGH_DIM, KERNELS, LOW_DIM, default_m, spec_from_pilot
+from sketch_store.pilot import (
+    DEFAULT_KERNEL,
+    DEFAULT_LAW,
+    DEFAULT_M,
+    DEFAULT_M_HIGH_DIM,
+    KERNELS,
+    LOW_DIM,
+    default_m,
+    spec_from_pilot,
+)
 from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import validate_stream_name
 from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore
@@ -35,8 +44,9 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--sigma", type=float, help="scale σ (in standardised units with --estimate-from)")
     scale.add_argument("--estimate-from", metavar="FILE", help="pilot data (.npy/.csv): standardisation and σ")
-    p.add_argument("--kernel", choices=KERNELS, default="single",
-                   help="with --estimate-from: one σ, or a ladder of scales read off the pilot (default single)")
+    p.add_argument("--kernel", choices=KERNELS, default=DEFAULT_KERNEL,
+                   help=f"with --estimate-from: a ladder of scales read off the pilot, or one σ "
+                   f"(default {DEFAULT_KERNEL})")
     p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
     p.add_argument("--replace", action="store_true", help="delete an existing stream of that name and its data")
     p.add_argument("--fine-bucket", type=int, default=10, help="fine time bucket, seconds (default 10)")

@@ -163,7 +163,8 @@ def test_sketch_writes_a_loadable_sketch(cli):
     spec, sketch = load_sketch(work / "s.npz")
     assert spec.d == 2 and spec.m == 200
     assert sketch.count == 3000
-    assert spec.scale_method == "sketch"
+    assert spec.scale_method == "multiscale"  # the default kernel: a ladder of scales
+    assert spec.scales is not None and spec.scales[0] > spec.scales[-1] and float(spec.sigma) == spec.scales[0]
     assert spec.name == "spiral"
     data = np.load(work / "spiral.npy")
     assert np.allclose(spec.mean, data.mean(axis=0))

@@ -154,6 +154,8 @@ def test_page_shows_samples_loss_drift_and_state_without_console_errors(spiral_l
     assert browser.find_element("id", "role").text.lower() == "leader"
     assert "d = 2" in browser.find_element("id", "spec").text
     assert "m = 500" in browser.find_element("id", "spec").text
+    scales = json.loads(fetch(port, "/history")[1])["spec"]["scales"]  # the default kernel: a ladder, listed
+    assert len(scales) > 1 and f"{len(scales)} scales" in browser.find_element("id", "spec").text
     assert browser.find_element("id", "records").text == "20,000"
     if os.environ.get("SKETCHGEN_DOCS_SCREENSHOT") == "1":  # for the docs: a generator trained for a while
         wait_for(lambda: int(dom(browser, "#loss-chart", "data-points") or 0) >= 40, 300, "40 rounds", step=2)

@@ -110,7 +110,7 @@ def test_pilot_sample_subsamples_without_replacement():
 def test_spec_from_pilot_estimated_scale_is_recorded_as_sketch():
     rng = np.random.default_rng(7)
     x = rng.normal(loc=[5.0, -3.0], scale=[2.0, 0.5], size=(3000, 2))
-    spec = spec_from_pilot(x, m=64, seed=0)
+    spec = spec_from_pilot(x, m=64, seed=0, kernel="single")
     assert spec.scale_method == "sketch"
     assert spec.d == 2 and spec.m == 64
     assert np.allclose(spec.mean, x.mean(axis=0))
@@ -128,7 +128,7 @@ def test_spec_from_pilot_given_sigma():
 
 def test_spec_from_pilot_median_estimator():
     x = np.random.default_rng(9).normal(size=(500, 2))
-    spec = spec_from_pilot(x, m=32, seed=1, estimator="median")
+    spec = spec_from_pilot(x, m=32, seed=1, estimator="median", kernel="single")
     assert spec.scale_method == "median"
     assert float(spec.sigma) == pytest.approx(median_heuristic((x - x.mean(0)) / x.std(0), seed=1))
 

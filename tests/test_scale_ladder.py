@@ -60,13 +60,13 @@ def test_a_multiscale_spec_records_its_ladder_and_round_trips() -> None:
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(-3, 0.05, (2000, 2)), rng.normal(3, 0.05, (2000, 2))])
-    spec = spec_from_pilot(x, m=120, kernel="multiscale")
+    spec = spec_from_pilot(x, m=120)  # the default kernel
     assert spec.scale_method == "multiscale" and spec.scales is not None and len(spec.scales) >= 3
     again = SketchSpec.from_bytes(spec.to_bytes())
     assert again.fingerprint == spec.fingerprint
     assert np.array_equal(again.scales, spec.scales) and np.array_equal(again.omega, spec.omega)
     assert "scales" in spec.describe()
-    single = spec_from_pilot(x, m=120)
+    single = spec_from_pilot(x, m=120, kernel="single")
     assert single.scales is None and single.scale_method == "sketch"
 
 

@@ -212,7 +212,9 @@ function showState(hist) {
   if (s) {
     const sigma = Array.isArray(s.sigma) ? `[${fmt(Math.min(...s.sigma), 2)}…${fmt(Math.max(...s.sigma), 2)}]`
       : fmt(s.sigma);
-    $("spec").textContent = `d = ${s.d} · m = ${s.m} · ${s.law} · σ = ${sigma}`;
+    const scales = Array.isArray(s.scales) && s.scales.length > 1
+      ? `${s.scales.length} scales σ = ${s.scales.map((v) => fmt(v, 2)).join(", ")}` : `σ = ${sigma}`;
+    $("spec").textContent = `d = ${s.d} · m = ${s.m} · ${s.law} · ${scales}`;
     fillSelectors(s.d);
   }
   $("target").textContent = `target ${hist.target} · ${fmt(hist.target_records, 6)} records`;
