@@ -494,7 +494,8 @@ class Encoder:
             values = [bool(v) for v in part[:, 0] > 0]
         else:
             mean, std = self.stats.numeric[field.name]
-            raw = part[:, 0] * std + mean
+            with np.errstate(over="ignore"):
+                raw = part[:, 0] * std + mean
             if not np.all(np.isfinite(raw)):
                 raise DataError(f"field {field.name!r}: decoded values overflow")
             values = [int(v) for v in np.rint(raw)] if field.type == "int" else [float(v) for v in raw]
