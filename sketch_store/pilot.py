@@ -15,16 +15,30 @@ Example
 (3, 'multiscale', True)
 >>> spec_from_pilot(x, m=64, seed=0, kernel="single").scale_method
 'sketch'
+
+Typed records (docs/design.md §1, "Typed records") are encoded first and the kernel designed on the encoding:
+
+>>> from sketch_store.schema import Field, Schema
+>>> schema = Schema((Field("carat", "float"), Field("cut", "category", ("Fair", "Good"))))
+>>> records = [{"carat": 0.3 + i / 100, "cut": "Fair" if i % 3 else "Good"} for i in range(200)]
+>>> typed = typed_spec_from_pilot(records, schema, m=64)
+>>> typed.d, typed.encoder.column_names, float(typed.std.max())
+(3, ('carat', 'cut=Fair', 'cut=Good'), 1.0)
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from sketch_store.errors import DataError
 from sketch_store.features import validate_rows
 from sketch_store.scale import estimate_scale, pilot_sample, scale_ladder
+from sketch_store.schema import Schema
 from sketch_store.spec import SketchSpec
+from sketch_store.typed_encoding import Encoder, EncodingStats, UnknownPolicy, fit_encoding_stats
 
 #: Defaults of ``sketchgen sketch`` / ``sketchgen create`` (see docs/beyond_paper.md for the experiment behind them).
 DEFAULT_M = 1000
@@ -98,3 +112,32 @@ def spec_from_pilot(
         d=d, m=m, law=law, sigma=sigma, mean=mean, std=std, seed=seed, scale_method=method, name=name,
         scales=scales,
     )
+
+
+def typed_spec_from_pilot(
+    records: Sequence[Mapping[str, object]],
+    schema: Schema,
+    m: int | None = None,
+    law: str = DEFAULT_LAW,
+    seed: int | None = 0,
+    name: str = "",
+    kernel: str = DEFAULT_KERNEL,
+    sigma: float | None = None,
+    unknown: UnknownPolicy = "reject",
+) -> SketchSpec:
+    """A typed spec from pilot ``records`` (typed values, e.g. :func:`parse_text_record`'s output) of ``schema``.
+
+    Fits the encoding's means and stds on the pilot (:func:`fit_encoding_stats`), encodes it to ``u ∈ R^D``
+    and designs Ω on ``u`` with :func:`spec_from_pilot` without standardising again (docs/design.md §1, "Typed
+    records"), then attaches schema and encoding. A schema of plain float fields gives today's numeric spec
+    (the records' vectors in schema order, standardised, no schema stored). A bad record raises
+    :class:`~sketch_store.typed_encoding.RecordError` naming it.
+    """
+    if schema.is_numeric:
+        raw = Encoder(schema, EncodingStats({n: (0.0, 1.0) for n in schema.names})).encode_many(records)
+        return spec_from_pilot(raw, m=m, law=law, sigma=sigma, seed=seed, name=name, kernel=kernel)
+    stats = fit_encoding_stats(schema, records, unknown=unknown)
+    encoded = Encoder(schema, stats).encode_many(records)
+    spec = spec_from_pilot(encoded, m=m, law=law, sigma=sigma, seed=seed, standardize=False, name=name,
+                           kernel=kernel)
+    return dataclasses.replace(spec, schema=schema, encoding=stats)

@@ -6,6 +6,8 @@ scale σ, the per-dimension standardisation ``s(x) = (x − mean) / std`` applie
 before the feature map, and the frequency matrix ``Ω`` itself, stored rather
 than re-derived from a seed so that every worker on every version computes
 identical features ``Φ(x) = [cos(Ωᵀ s(x)); sin(Ωᵀ s(x))] / √m``.
+A spec over typed records also holds their schema and encoding (:mod:`sketch_store.spec_schema`): its rows are
+the encoded vectors, ``d`` is the encoding's dimension and ``s`` is the identity.
 
 Specs serialise to ``.npz`` bytes (no pickle) and carry a stable fingerprint.
 
@@ -29,6 +31,15 @@ import numpy as np
 
 from sketch_store.errors import SpecError
 from sketch_store.frequency_laws import LAWS, draw_frequencies, draw_multiscale_frequencies, validate_scales
+from sketch_store.schema import Schema
+from sketch_store.spec_schema import (
+    describe_typed,
+    typed_encoder,
+    typed_fingerprint_bytes,
+    typed_from_arrays,
+    typed_to_arrays,
+)
+from sketch_store.typed_encoding import Encoder, EncodingStats
 
 SPEC_FORMAT = "sketchgen.spec/1"
 SCALE_METHODS = ("given", "median", "sketch", "multiscale")
@@ -68,6 +79,8 @@ class SketchSpec:
     seed: int | None = None
     name: str = ""
     scales: np.ndarray | None = None
+    schema: Schema | None = None
+    encoding: EncodingStats | None = None
 
     def __post_init__(self) -> None:
         d, m = int(self.d), int(self.m)
@@ -99,6 +112,7 @@ class SketchSpec:
             object.__setattr__(self, "scales", validate_scales(self.scales))
         for arr in (self.sigma, self.mean, self.std, self.omega, *self._scales_list()):
             arr.flags.writeable = False
+        object.__setattr__(self, "_encoder", typed_encoder(self.schema, self.encoding, d, self.mean, self.std))
 
     def _scales_list(self) -> list[np.ndarray]:
         return [] if self.scales is None else [self.scales]
@@ -116,10 +130,12 @@ class SketchSpec:
         scale_method: str = "given",
         name: str = "",
         scales: np.ndarray | None = None,
+        schema: Schema | None = None,
+        encoding: EncodingStats | None = None,
     ) -> SketchSpec:
         """Draw ``Ω`` from ``law`` at scale ``sigma`` (or on the ladder ``scales``) and build a spec.
 
-        ``mean``/``std`` default to no standardisation (0 and 1).
+        ``mean``/``std`` default to no standardisation (0 and 1); ``schema``/``encoding`` make a typed spec.
         """
         if scales is None:
             omega = draw_frequencies(law, int(d), int(m), sigma, seed)
@@ -137,13 +153,15 @@ class SketchSpec:
             seed=seed,
             name=name,
             scales=scales,
+            schema=schema,
+            encoding=encoding,
         )
 
     # -- identity ---------------------------------------------------------
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 (hex, 16 chars) over law, d, m, σ, standardisation and Ω.
+        """SHA-256 (hex, 16 chars) over law, d, m, σ, standardisation, Ω (and scales, schema, encoding if set).
 
         The name, seed and scale method do not change the features and are
         left out, so two specs with the same fingerprint compute identical Φ.
@@ -153,7 +171,13 @@ class SketchSpec:
         for arr in (self.sigma, self.mean, self.std, self.omega, *self._scales_list()):
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr, dtype="<f8").tobytes())
+        h.update(typed_fingerprint_bytes(self.schema, self.encoding))
         return h.hexdigest()[:16]
+
+    @property
+    def encoder(self) -> Encoder | None:
+        """The typed records ↔ vectors encoder of a typed spec; None for a numeric one."""
+        return self._encoder  # type: ignore[attr-defined]
 
     def describe(self) -> str:
         """One-line human summary of the spec."""
@@ -163,7 +187,7 @@ class SketchSpec:
             sig_txt = f"{len(self.scales)} scales [{self.scales.max():.3g} .. {self.scales.min():.3g}]"
         return (
             f"d={self.d} m={self.m} law={self.law} sigma={sig_txt} ({self.scale_method}) "
-            f"fingerprint={self.fingerprint}"
+            f"fingerprint={self.fingerprint}{describe_typed(self.schema)}"
         )
 
     def with_name(self, name: str) -> SketchSpec:
@@ -201,6 +225,7 @@ class SketchSpec:
         }
         if self.scales is not None:
             arrays[f"{prefix}scales"] = self.scales
+        arrays.update(typed_to_arrays(self.schema, self.encoding, prefix))
         return arrays
 
     @classmethod
@@ -215,6 +240,7 @@ class SketchSpec:
             raise SpecError(f"spec metadata is not valid JSON: {exc}") from None
         if not isinstance(meta, dict) or meta.get("format") != SPEC_FORMAT:
             raise SpecError(f"unsupported spec format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+        schema, encoding = typed_from_arrays(arrays, prefix)
         try:
             spec = cls(
                 d=int(meta["d"]),
@@ -228,6 +254,8 @@ class SketchSpec:
                 seed=None if meta.get("seed") is None else int(meta["seed"]),
                 name=str(meta.get("name", "")),
                 scales=arrays.get(f"{prefix}scales"),
+                schema=schema,
+                encoding=encoding,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SpecError):
