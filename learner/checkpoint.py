@@ -11,8 +11,10 @@ A checkpoint is one safetensors blob holding
 
 and, in the safetensors header, JSON metadata: format, generator architecture, spec
 fingerprint, steps, sketch count, Adam hyper-parameters, optionally the stream incarnation
-it was trained for, and ``sha256``: a SHA-256 over the canonical JSON of every other metadata
-field *and* every tensor (name, dtype, shape, bytes), so neither can change unnoticed.
+it was trained for and, for a spec over typed records, ``typed``: its schema and encoding
+(so samples decode to records without the spec at hand), and ``sha256``: a SHA-256 over the
+canonical JSON of every other metadata field *and* every tensor (name, dtype, shape, bytes), so
+neither can change unnoticed.
 
 Loading never runs code: the header is parsed as JSON and checked (tensor entries, dtypes,
 offsets) before safetensors reads the tensors; the digest is recomputed; then every metadata
@@ -55,7 +57,9 @@ from learner.generator import Generator, GeneratorConfig
 from learner.json_safe import finite
 from learner.serving import sample_in_chunks, seeded_rng
 from learner.trainer import Trainer
-from sketch_store.errors import CheckpointError
+from sketch_store.errors import CheckpointError, SketchgenError
+from sketch_store.schema import Schema
+from sketch_store.typed_encoding import Encoder, EncodingStats
 
 CHECKPOINT_FORMAT = "sketchgen.checkpoint/2"
 RETIRED_FORMATS = ("sketchgen.checkpoint/1",)
@@ -110,6 +114,7 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         self._config = schema.validate(self.meta, self.tensors)
+        self._encoder = _typed_encoder(self.meta.get("typed"), self._config.output)
 
     @property
     def generator_config(self) -> GeneratorConfig:
@@ -154,6 +159,11 @@ class Checkpoint:
         return gen
 
     @property
+    def encoder(self) -> Encoder | None:
+        """The encoder of a model trained on typed records (decodes :meth:`sample`'s rows); None if numeric."""
+        return self._encoder
+
+    @property
     def mean(self) -> np.ndarray:
         return self.tensors["spec.mean"].numpy()
 
@@ -172,6 +182,29 @@ class Checkpoint:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
+
+
+def _typed_meta(trainer: Trainer) -> dict[str, object] | None:
+    """``{"schema": …, "encoding": …}`` of a typed spec (JSON objects), None for a numeric one."""
+    spec = trainer.spec
+    if spec.schema is None or spec.encoding is None:
+        return None
+    return {"schema": spec.schema.to_dict(), "encoding": spec.encoding.to_dict()}
+
+
+def _typed_encoder(raw: object, output: int) -> Encoder | None:
+    """The encoder the metadata's ``typed`` field describes, checked against the generator's output width."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"schema", "encoding"}:
+        _refuse("checkpoint metadata 'typed' must be an object with keys 'schema' and 'encoding'")
+    try:
+        encoder = Encoder(Schema.from_dict(raw["schema"]), EncodingStats.from_dict(raw["encoding"]))
+    except SketchgenError as exc:
+        _refuse(f"checkpoint metadata 'typed' is invalid: {_one_line(exc)}")
+    if encoder.dim != output:
+        _refuse(f"checkpoint encoding has dimension {encoder.dim}, the generator outputs {output}")
+    return encoder
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, object]]]:
@@ -210,6 +243,9 @@ def checkpoint_bytes(trainer: Trainer, extra: dict[str, object] | None = None,
     }
     if incarnation is not None:
         meta["incarnation"] = incarnation
+    typed = _typed_meta(trainer)
+    if typed is not None:
+        meta["typed"] = typed
     if extra:
         meta.update(extra)
     meta = finite(meta)  # type: ignore[assignment]
