@@ -1,4 +1,7 @@
-"""The offline commands: ``sketch``, ``fit``, ``sample`` and ``plot``."""
+"""The offline commands: ``sketch``, ``fit``, ``sample`` and ``plot``.
+
+``sketch`` and ``sample`` also take typed records (:mod:`sketchgen.typed_files`, docs/design.md §1).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from sketch_store.sketch import Sketch, load_sketch, save_sketch
 from sketchgen.datafiles import load_data, save_samples
 from sketchgen.plotting import plot_histograms
 from sketchgen.settings import Connections, add_connection_args
+from sketchgen.typed_files import reads_records, typed_sketch_input, write_records
 
 log = logging.getLogger("sketchgen")
 
@@ -45,8 +49,11 @@ PROGRESS_ROWS = 200_000
 
 def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     """Register the offline sub-commands on an argparse sub-parser collection."""
-    p = sub.add_parser("sketch", help="sketch a data file (.npy or .csv) into SKETCH.npz")
-    p.add_argument("data", help="N×d data, .npy or numeric .csv (optional header row)")
+    p = sub.add_parser("sketch", help="sketch a data file (.npy, .csv or .jsonl) into SKETCH.npz")
+    p.add_argument("data", help="N×d data (.npy or numeric .csv, optional header row), or typed records "
+                   "(.csv with a header row, .jsonl)")
+    p.add_argument("--schema", metavar="FILE", help="schema of the records (from `sketchgen schema`; default: "
+                   "inferred from the data)")
     p.add_argument("--out", required=True, help="output sketch file (.npz)")
     p.add_argument("--m", type=int, help=f"number of frequencies (default {DEFAULT_M} for d <= {LOW_DIM}, "
                    f"{DEFAULT_M_HIGH_DIM} above: docs/beyond_paper.md)")
@@ -80,7 +87,8 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="draw samples from a trained model (a directory, or a stream's in Redis)")
     p.add_argument("model", help="model directory written by `sketchgen fit`, or a stream name (latest checkpoint)")
     p.add_argument("-n", type=int, required=True, help="number of samples")
-    p.add_argument("--out", required=True, help="output file (.npy or .csv), or - for CSV on stdout")
+    p.add_argument("--out", required=True, help="output file (.npy or .csv; a model of typed records: .csv or "
+                   ".jsonl), or - for CSV on stdout")
     p.add_argument("--seed", type=int, help="seed (default: random)")
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_sample)
@@ -111,12 +119,17 @@ def cmd_sketch(args: argparse.Namespace) -> int:
         raise DataError(f"--m must be >= 1, got {args.m}")
     if args.sigma is not None and not args.sigma > 0:
         raise DataError(f"--sigma must be > 0, got {args.sigma}")
-    x = load_data(args.data)
-    start = time.perf_counter()
-    spec = spec_from_pilot(
-        x, m=args.m, law=args.law, sigma=args.sigma, seed=args.seed,
-        standardize=not args.no_standardize, name=Path(args.data).stem, kernel=args.kernel,
-    )
+    if reads_records(args.data, args.schema):
+        start = time.perf_counter()
+        spec, x = typed_sketch_input(args.data, args.schema, m=args.m, law=args.law, sigma=args.sigma,
+                                     seed=args.seed, kernel=args.kernel, standardize=not args.no_standardize)
+    else:
+        x = load_data(args.data)
+        start = time.perf_counter()
+        spec = spec_from_pilot(
+            x, m=args.m, law=args.law, sigma=args.sigma, seed=args.seed,
+            standardize=not args.no_standardize, name=Path(args.data).stem, kernel=args.kernel,
+        )
     sketch = sketch_rows(FeatureMap(spec), x, spec.fingerprint)
     save_sketch(args.out, spec, sketch)
     log.info("sketched %d rows in %.2fs: %s -> %s", x.shape[0], time.perf_counter() - start, spec.describe(), args.out)
@@ -168,7 +181,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise DataError(f"-n must be >= 1, got {args.n}")
     ckpt = load_model_dir(args.model) if Path(args.model).exists() else stream_checkpoint(args)
-    save_samples(args.out, ckpt.sample(args.n, seed=args.seed))
+    samples = ckpt.sample(args.n, seed=args.seed)
+    if ckpt.encoder is not None:
+        write_records(args.out, ckpt.encoder, samples)
+    else:
+        save_samples(args.out, samples)
     return 0
 
 
