@@ -186,15 +186,19 @@ def typed_sketch_input(
     if p.suffix.lower() not in RECORD_SUFFIXES:
         raise DataError(f"{p}: typed records are read from {' or '.join(RECORD_SUFFIXES)} files, not {p.suffix!r}")
     records = read_checked_records(p, schema)
-    if schema.is_numeric:
-        rows = probe_encoder(schema).encode_many(records)
-        spec = spec_from_pilot(rows, m=m, law=law, sigma=sigma, seed=seed, standardize=standardize,
-                               name=p.stem, kernel=kernel)
-        return spec, rows
-    if not standardize:
+    if not (standardize or schema.is_numeric):
         raise DataError("--no-standardize applies to numeric data only: the encoding of typed records "
                         "standardises their numbers itself")
-    spec = typed_spec_from_pilot(records, schema, m=m, law=law, seed=seed, name=p.stem, kernel=kernel, sigma=sigma)
+    try:
+        if schema.is_numeric:
+            rows = probe_encoder(schema).encode_many(records)
+            spec = spec_from_pilot(rows, m=m, law=law, sigma=sigma, seed=seed, standardize=standardize,
+                                   name=p.stem, kernel=kernel)
+            return spec, rows
+        spec = typed_spec_from_pilot(records, schema, m=m, law=law, seed=seed, name=p.stem, kernel=kernel,
+                                     sigma=sigma)
+    except DataError as exc:  # e.g. too few records to design the kernel from
+        raise DataError(f"{p}: {exc}") from None
     return spec, spec.encoder.encode_many(records)  # type: ignore[union-attr]
 
 

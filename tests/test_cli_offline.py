@@ -74,7 +74,7 @@ INPUT_ERRORS_MORE: dict[str, tuple[list[str], str]] = {
 # More error cases, run in-process through sketchgen.cli.main (same code path, without ~1.5 s of start-up each).
 IN_PROCESS_ERRORS: dict[str, tuple[list[str], str]] = {
     "NaN in csv": (["sketch", "nan.csv", "--out", "x.npz"], "NaN or Inf"),
-    "non-numeric csv": (["sketch", "words.csv", "--out", "x.npz"], "not a numeric CSV"),
+    "one-record csv of typed records": (["sketch", "words.csv", "--out", "x.npz"], "words.csv: need at least 2 rows"),
     "bad --m": (["sketch", "spiral.npy", "--out", "x.npz", "--m", "0"], "--m"),
     "bad --sigma": (["sketch", "spiral.npy", "--out", "x.npz", "--sigma", "-1"], "--sigma"),
     "fit on a spec-only npz": (["fit", "spec_only.npz", "--out", "mx", "--steps", "1"], "not a sketchgen sketch"),
