@@ -12,6 +12,12 @@ Anything else raises :class:`RecordError` with a short machine-readable ``reason
 ``non_finite``, ``bad_binary``, ``unsupported_content_type``, and ``out_of_range`` (finite but
 absurdly far from the data, see :func:`check_range`).
 
+A stream of typed records (its spec has an encoder, docs/design.md §1 "Typed records") takes one JSON
+object per value, keyed by field names, decoded by :func:`decode_typed_value` into the one row
+``u = E(r)`` of the encoder; besides the limits above it refuses a record with the encoder's reasons
+(:data:`TYPED_REASONS`: ``wrong_type``, ``unknown_category``, ``null_not_allowed``, ``too_long``,
+``nested_too_deep``; a non-finite number is ``non_finite`` as for vectors).
+
 :func:`decode_json_vectors` is the fast path for the common case of many one-row JSON
 records: one regular-expression match and one NumPy parse over all of them, used only when
 every value is exactly one flat array of ``d`` JSON numbers; otherwise the caller decodes
@@ -26,6 +32,16 @@ Example
 ... except RecordError as exc:
 ...     exc.reason
 'non_finite'
+>>> from sketch_store.schema import Field, Schema
+>>> from sketch_store.typed_encoding import Encoder, EncodingStats
+>>> enc = Encoder(Schema((Field("n", "int"), Field("ok", "bool"))), EncodingStats({"n": (10.0, 2.0)}))
+>>> decode_typed_value(b'{"n": 12, "ok": false, "extra": [1]}', {}, enc).round(3).tolist()
+[[1.0, -0.477]]
+>>> try:
+...     decode_typed_value(b'{"n": "12", "ok": true}', {}, enc)
+... except RecordError as exc:
+...     exc.reason
+'wrong_type'
 """
 
 from __future__ import annotations
@@ -37,6 +53,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from sketch_store import typed_encoding
+
 F32_CONTENT_TYPE = "application/x-float32"
 JSON_CONTENT_TYPES = ("", "application/json", "text/json")
 #: Default cap on one record value (bytes); a larger value is rejected unread.
@@ -45,6 +63,12 @@ REASONS = (
     "too_large", "empty", "invalid_json", "bad_structure", "wrong_dimension", "non_finite", "bad_binary",
     "unsupported_content_type", "out_of_range",
 )
+#: Reasons only a stream of typed records gives (from :class:`sketch_store.typed_encoding.RecordError`).
+TYPED_REASONS = ("wrong_type", "unknown_category", "null_not_allowed", "too_long", "nested_too_deep")
+#: Every reject reason of either kind of stream: the labels ``sketchgen_ingest_rejected_total`` exports.
+ALL_REASONS = REASONS + TYPED_REASONS
+#: The encoder's reason → the ingest reason (the same name, except that a non-finite number has one label).
+_TYPED_TO_INGEST = {**{r: r for r in TYPED_REASONS}, "not_finite": "non_finite"}
 #: Rows farther than this from the stream's mean, in units of its std, are rejected: their
 #: phases would exceed float32's precision (or range) and their features would be noise.
 MAX_STANDARDIZED = 1e6
@@ -130,6 +154,60 @@ def decode_value(
     except RecursionError:
         raise RecordError("invalid_json", "JSON nested too deeply") from None
     return rows_from_json(obj, d)
+
+
+def _json_value(
+    value: bytes | None, headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None, max_bytes: int
+) -> object:
+    """The parsed JSON of a typed record's value, after the limits every value must meet."""
+    if value is None or len(value) == 0:
+        raise RecordError("empty", "the record has no value")
+    if len(value) > max_bytes:
+        raise RecordError("too_large", f"value of {len(value)} bytes exceeds the limit of {max_bytes}")
+    ctype = header_value(headers, "content-type").split(";")[0].strip()
+    if ctype == F32_CONTENT_TYPE:
+        raise RecordError("unsupported_content_type",
+                          f"a stream of typed records takes JSON objects, not {F32_CONTENT_TYPE} vectors")
+    if ctype not in JSON_CONTENT_TYPES:
+        raise RecordError("unsupported_content_type", f"content-type {ctype!r} is not JSON")
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError("invalid_json", str(exc)[:200]) from None
+    except RecursionError:
+        raise RecordError("invalid_json", "JSON nested too deeply") from None
+
+
+def decode_typed_value(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+    encoder: typed_encoding.Encoder,
+    max_bytes: int = MAX_VALUE_BYTES,
+) -> np.ndarray:
+    """One typed record's value → its encoded row ``E(r)``, a finite (1, D) float64 array, or :class:`RecordError`.
+
+    The value must be a JSON object keyed by field names (dotted names: nested objects; other keys are
+    ignored; a missing key is null; of duplicate keys the last one counts, as ``json.loads`` keeps it).
+    """
+    obj = _json_value(value, headers, max_bytes)
+    if not isinstance(obj, dict):
+        raise RecordError("bad_structure", f"a typed record must be a JSON object of fields, got a {_json_kind(obj)}")
+    try:
+        row = encoder.encode(obj)
+    except typed_encoding.RecordError as exc:
+        raise RecordError(_TYPED_TO_INGEST.get(exc.reason, "bad_structure"), str(exc)[:200]) from None
+    return _check_rows(row[None, :], encoder.dim)
+
+
+def _json_kind(obj: object) -> str:
+    """The JSON name of a parsed value's type (``array``, ``string``, ``number``, ``boolean``, ``null``)."""
+    if isinstance(obj, list):
+        return "array"
+    if isinstance(obj, str):
+        return "string"
+    if isinstance(obj, bool):
+        return "boolean"
+    return "null" if obj is None else "number"
 
 
 def check_range(rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from ingest.decode import (
     check_range,
     decode_joined_vectors,
     decode_json_vectors,
+    decode_typed_value,
     decode_value,
 )
 from sketch_store.features import FeatureMap
@@ -91,9 +92,12 @@ def set_up(spec_bytes: bytes, fine_seconds: int, max_value_bytes: int) -> None:
 
 
 def decode_job(job: Job, spec: SketchSpec, max_bytes: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Rows, their times (s) and the rejects of one job; all-plain JSON rows take the fast path."""
+    """Rows, their times (s) and the rejects of one job; all-plain JSON rows take the fast path.
+
+    A spec of typed records decodes record by record (:func:`ingest.decode.decode_typed_value`).
+    """
     d = spec.d
-    if job.headers is None:
+    if spec.encoder is None and job.headers is None:
         if job.joined is not None:
             rows = decode_joined_vectors(job.joined, len(job.lengths), d) if job.lengths.max() <= max_bytes else None
         else:
@@ -103,7 +107,7 @@ def decode_job(job: Job, spec: SketchSpec, max_bytes: int) -> tuple[np.ndarray, 
     parts, stamps, rejects = [], [], []
     for i, value in enumerate(job.value_list()):
         try:
-            decoded = decode_value(value, job.headers[i] if job.headers else None, d, max_bytes)
+            decoded = decode_one(value, job.headers[i] if job.headers else None, spec, max_bytes)
             if not np.all(check_range(decoded, spec.mean, spec.std)):
                 raise RecordError("out_of_range", f"a row lies more than {MAX_STANDARDIZED:g} stds from the mean")
         except RecordError as exc:
@@ -114,6 +118,14 @@ def decode_job(job: Job, spec: SketchSpec, max_bytes: int) -> tuple[np.ndarray, 
     if not parts:
         return np.empty((0, d)), np.empty(0), rejects
     return np.concatenate(parts), np.concatenate(stamps), rejects
+
+
+def decode_one(value: bytes | None, headers: list[tuple[str, bytes]] | None, spec: SketchSpec,
+               max_bytes: int) -> np.ndarray:
+    """The rows of one record value: vectors for a numeric spec, the encoded record for a typed one."""
+    if spec.encoder is not None:
+        return decode_typed_value(value, headers, spec.encoder, max_bytes)
+    return decode_value(value, headers, spec.d, max_bytes)
 
 
 def fold_batch(jobs: list[Job]) -> list[Folded]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ingest.decode import REASONS
+from ingest.decode import ALL_REASONS
 
 
 class IngestMetrics:
@@ -42,7 +42,7 @@ class IngestMetrics:
             "sketchgen_ingest_rejected", "Records rejected to the dead-letter topic, by reason.",
             ["stream", "reason"], registry=r,
         )
-        for reason in REASONS:  # export zeros so rate() works before the first bad record
+        for reason in ALL_REASONS:  # export zeros so rate() works before the first bad record
             self._rejected.labels(stream=stream, reason=reason)
         self.flushes = Counter(
             "sketchgen_ingest_flushes", "Successful atomic flushes to Redis.", ["stream"], registry=r
