@@ -1,4 +1,9 @@
-"""The streaming commands: ``create``, ``ingest``, ``status`` and ``export``."""
+"""The streaming commands: ``create``, ``ingest``, ``status`` and ``export``.
+
+``create`` designs a stream's spec from ``--dim`` or a pilot file (``--estimate-from``), which may hold typed
+records (with ``--schema``, or a schema inferred from a ``.jsonl`` or a ``.csv`` with a non-numeric header):
+the stream then takes JSON objects of those fields (docs/ingest.md, "Typed records").
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import logging
 import time
+from pathlib import Path
 
 from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
 from sketch_store.errors import DataError, SketchgenError
@@ -19,14 +25,17 @@ from sketch_store.pilot import (
     LOW_DIM,
     default_m,
     spec_from_pilot,
+    typed_spec_from_pilot,
 )
 from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import validate_stream_name
 from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore
 from sketch_store.sketch import save_sketch
 from sketch_store.spec import SketchSpec
+from sketch_store.typed_encoding import UNKNOWN_POLICIES
 from sketchgen.datafiles import load_data
 from sketchgen.settings import Connections, add_connection_args
+from sketchgen.typed_files import read_checked_records, reads_records, resolve_schema
 
 log = logging.getLogger("sketchgen")
 
@@ -37,13 +46,19 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     add_learn_command(sub)
     p = sub.add_parser("create", help="create a stream (its sketch spec) in Redis")
     p.add_argument("name", help="stream name")
-    p.add_argument("--dim", type=int, required=True, help="data dimension d")
+    p.add_argument("--dim", type=int, help="data dimension d (required without --estimate-from, else checked)")
     p.add_argument("--m", type=int, help=f"number of frequencies (default {DEFAULT_M} for d <= {LOW_DIM}, "
                    f"{DEFAULT_M_HIGH_DIM} above: docs/beyond_paper.md)")
     p.add_argument("--law", choices=LAWS, default=DEFAULT_LAW, help=f"frequency law (default {DEFAULT_LAW})")
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--sigma", type=float, help="scale σ (in standardised units with --estimate-from)")
-    scale.add_argument("--estimate-from", metavar="FILE", help="pilot data (.npy/.csv): standardisation and σ")
+    scale.add_argument("--estimate-from", metavar="FILE",
+                       help="pilot data (.npy/.csv, or typed records in .csv with a header or .jsonl): "
+                       "standardisation (or the records' encoding) and σ")
+    p.add_argument("--schema", metavar="FILE", help="schema of typed records (from `sketchgen schema`; needs "
+                   "--estimate-from; default: inferred from a .jsonl or a non-numeric .csv pilot)")
+    p.add_argument("--unknown", choices=UNKNOWN_POLICIES, help="typed records: a category outside the schema is "
+                   "refused (reject, the default) or sketched as __other__ (other)")
     p.add_argument("--kernel", choices=KERNELS, default=DEFAULT_KERNEL,
                    help=f"with --estimate-from: a ladder of scales read off the pilot, or one σ "
                    f"(default {DEFAULT_KERNEL})")
@@ -161,20 +176,59 @@ def open_store(conn: Connections) -> SketchStore:
     return SketchStore(connect(conn.redis, conn.redis_password))
 
 
+def check_create_args(args: argparse.Namespace) -> None:
+    """Refuse inconsistent ``create`` flags in one line: ``--dim`` or a pilot gives d; ``--schema`` needs a pilot."""
+    if (args.dim is not None and args.dim < 1) or (args.m is not None and args.m < 1):
+        raise DataError("--dim and --m must be >= 1")
+    if args.schema is not None and not args.estimate_from:
+        raise DataError("--schema needs --estimate-from FILE: the encoding's means and stds need a pilot file "
+                        "of records (.csv or .jsonl) to be fitted on")
+    if args.dim is None and not args.estimate_from:
+        raise DataError("give --dim D, or --estimate-from FILE (with --schema F for typed records) to read d from")
+    if args.unknown is not None and not args.estimate_from:
+        raise DataError("--unknown applies to typed records: give their pilot with --estimate-from")
+
+
+def pilot_spec(args: argparse.Namespace) -> SketchSpec:
+    """The spec designed on ``--estimate-from``: typed records (:func:`typed_spec_from_pilot`) or vectors.
+
+    A ``.jsonl``, a ``.csv`` with a non-numeric header or any pilot with ``--schema`` is read as records
+    (:mod:`sketchgen.typed_files`); a schema of plain floats gives today's numeric spec (docs/design.md §1).
+    """
+    path = Path(args.estimate_from)
+    if reads_records(path, args.schema):
+        schema = resolve_schema(path, args.schema)
+        records = read_checked_records(path, schema)
+        if schema.is_numeric and args.unknown is not None:
+            raise DataError("--unknown applies to typed records; this pilot's schema is all float fields")
+        try:
+            spec = typed_spec_from_pilot(records, schema, m=args.m, law=args.law, seed=args.seed, name=args.name,
+                                         kernel=args.kernel, unknown=args.unknown or "reject")
+        except DataError as exc:  # e.g. too few records to design the kernel from
+            raise DataError(f"{path}: {exc}") from None
+        what = "the schema's encoding gives" if spec.encoder is not None else "pilot data have"
+    else:
+        if args.unknown is not None:
+            raise DataError(f"--unknown applies to typed records; {path} holds vectors")
+        pilot = load_data(path)
+        m = default_m(pilot.shape[1]) if args.m is None else args.m
+        spec = spec_from_pilot(pilot, m=m, law=args.law, seed=args.seed, name=args.name, kernel=args.kernel)
+        what = "pilot data have"
+    if args.dim is not None and spec.d != args.dim:
+        raise DataError(f"{path}: {what} dimension {spec.d}, not --dim {args.dim}")
+    return spec
+
+
 def cmd_create(args: argparse.Namespace) -> int:
     validate_stream_name(args.name)
-    if args.dim < 1 or (args.m is not None and args.m < 1):
-        raise DataError("--dim and --m must be >= 1")
-    m = default_m(args.dim) if args.m is None else args.m
+    check_create_args(args)
     buckets = BucketConfig(args.fine_bucket, args.fine_keep, args.coarse_bucket, args.coarse_keep)
     if args.estimate_from:
-        pilot = load_data(args.estimate_from)
-        if pilot.shape[1] != args.dim:
-            raise DataError(f"{args.estimate_from}: pilot data have dimension {pilot.shape[1]}, not --dim {args.dim}")
-        spec = spec_from_pilot(pilot, m=m, law=args.law, seed=args.seed, name=args.name, kernel=args.kernel)
+        spec = pilot_spec(args)
     else:
         if args.sigma is not None and not args.sigma > 0:
             raise DataError(f"--sigma must be > 0, got {args.sigma}")
+        m = default_m(args.dim) if args.m is None else args.m
         spec = SketchSpec.create(
             d=args.dim, m=m, law=args.law, sigma=args.sigma or 1.0, seed=args.seed, name=args.name
         )
@@ -214,6 +268,8 @@ def status_dict(store: SketchStore, name: str) -> dict[str, object]:
             "d": spec.d, "m": spec.m, "law": spec.law, "sigma": spec.sigma.tolist(),
             "scale_method": spec.scale_method, "fingerprint": spec.fingerprint,
             "scales": None if spec.scales is None else spec.scales.tolist(),
+            "fields": None if spec.schema is None else list(spec.schema.names),
+            "unknown": None if spec.encoding is None else spec.encoding.unknown,
         },
         "count": state.sketch.count,
         "updated": state.updated,
