@@ -57,6 +57,7 @@ from learner.generator import Generator, GeneratorConfig
 from learner.json_safe import finite
 from learner.serving import sample_in_chunks, seeded_rng
 from learner.trainer import Trainer
+from learner.typed_heads import sample_rng, sample_typed_rows, typed_heads
 from sketch_store.errors import CheckpointError, SketchgenError
 from sketch_store.schema import Schema
 from sketch_store.typed_encoding import Encoder, EncodingStats
@@ -149,8 +150,8 @@ class Checkpoint:
         return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
     def build_generator(self) -> Generator:
-        """The generator samples come from: the weight average if saved, else the raw weights."""
-        gen = Generator(self.generator_config)
+        """The generator samples come from: the weight average if saved, else the raw weights (typed: with heads)."""
+        gen = Generator(self.generator_config, typed_heads(self.encoder))
         try:
             gen.load_state_dict(self.ema_state() or self.generator_state(), strict=True)
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -176,8 +177,15 @@ class Checkpoint:
         return y * self.std + self.mean
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """``n`` samples in original units (the network runs in chunks, bounding peak memory)."""
-        return self.unstandardize(sample_in_chunks(self.build_generator(), int(n), seeded_rng(seed)))
+        """``n`` samples in original units (the network runs in chunks, bounding peak memory).
+
+        For typed records: encoded records, each category, bool and null drawn from the heads' outputs
+        (:func:`~learner.typed_heads.sample_typed_rows`), which :attr:`encoder` decodes exactly.
+        """
+        y = sample_in_chunks(self.build_generator(), int(n), seeded_rng(seed))
+        if self.encoder is not None:
+            return sample_typed_rows(self.encoder, y, sample_rng(seed))
+        return self.unstandardize(y)
 
 
 def _one_line(exc: BaseException) -> str:

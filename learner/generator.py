@@ -1,7 +1,9 @@
 """The generator network ``G_θ : R^k → R^d`` (docs/design.md §1): an MLP fed with ``u ~ N(0, I_k)``.
 
 The generator produces *standardised* data ``y = s(x)``; the spec's
-standardisation is undone when samples leave the service.
+standardisation is undone when samples leave the service. For a spec of typed records the
+last layer's coordinates go through :class:`~learner.typed_heads.TypedHeads` (design §1,
+"Typed outputs"); a numeric spec's generator has no heads (a linear output).
 
 Example
 -------
@@ -15,10 +17,14 @@ torch.Size([5, 2])
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
 from sketch_store.errors import SketchgenError
+
+if TYPE_CHECKING:
+    from learner.typed_heads import TypedHeads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +72,12 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 class Generator(torch.nn.Module):
-    """MLP ``Linear → LeakyReLU → … → Linear`` from latent ``u`` to standardised data."""
+    """MLP ``Linear → LeakyReLU → … → Linear`` from latent ``u`` to standardised data, then the typed heads if any.
 
-    def __init__(self, config: GeneratorConfig) -> None:
+    ``heads`` (no parameters, so the state dict is the MLP's alone) maps the output blocks of a typed spec.
+    """
+
+    def __init__(self, config: GeneratorConfig, heads: TypedHeads | None = None) -> None:
         super().__init__()
         self.config = config
         layers: list[torch.nn.Module] = []
@@ -78,10 +87,12 @@ class Generator(torch.nn.Module):
             width = h
         layers.append(torch.nn.Linear(width, config.output))
         self.net = torch.nn.Sequential(*layers)
+        self.heads = heads
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """``G_θ(u)``."""
-        return self.net(u)
+        """``G_θ(u)``: the MLP, then the heads (when typed)."""
+        h = self.net(u)
+        return h if self.heads is None else self.heads(h)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` standardised samples ``G_θ(u)``, ``u ~ N(0, I_k)``, without gradients."""

@@ -10,7 +10,9 @@ module's forward pass only reads its weights), and training is never blocked by 
 
 :func:`sample_in_chunks` runs the network over the latents a chunk at a time, so the peak
 memory of drawing 10⁵ samples is that of :data:`SAMPLE_CHUNK` rows of hidden activations,
-not of all of them.
+not of all of them. A snapshot of a typed stream keeps its encoder: its samples are encoded records drawn
+from the typed heads' outputs (:func:`~learner.typed_heads.sample_typed_rows`), and :meth:`ServedModel.sample_body`
+decodes them to records.
 
 Example
 -------
@@ -33,10 +35,12 @@ import numpy as np
 import torch
 
 from learner.generator import Generator
+from learner.typed_heads import sample_rng, sample_typed_rows
 
 if TYPE_CHECKING:
     from learner.checkpoint import Checkpoint
     from learner.trainer import Trainer
+    from sketch_store.typed_encoding import Encoder
 
 #: Rows run through the network at a time when sampling.
 SAMPLE_CHUNK = 8192
@@ -77,6 +81,7 @@ class ServedModel:
     fingerprint: str
     incarnation: str
     steps: int
+    encoder: Encoder | None = None
 
     @classmethod
     def from_trainer(cls, trainer: Trainer, incarnation: str) -> ServedModel:
@@ -85,21 +90,31 @@ class ServedModel:
         for parameter in generator.parameters():
             parameter.grad = None
         return cls(generator, trainer.spec.mean.copy(), trainer.spec.std.copy(), trainer.spec.fingerprint,
-                   incarnation, trainer.steps)
+                   incarnation, trainer.steps, trainer.spec.encoder)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, incarnation: str) -> ServedModel:
         """The generator a checkpoint serves (:class:`~sketch_store.errors.CheckpointError` if it cannot be built)."""
         generator = ckpt.build_generator().requires_grad_(False)
-        return cls(generator, ckpt.mean.copy(), ckpt.std.copy(), ckpt.fingerprint, incarnation, ckpt.steps)
+        return cls(generator, ckpt.mean.copy(), ckpt.std.copy(), ckpt.fingerprint, incarnation, ckpt.steps,
+                   ckpt.encoder)
 
     @property
     def d(self) -> int:
         return self.generator.config.output
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """``n`` samples in the data's original units."""
+        """``n`` samples in the data's original units (a typed stream's: encoded records, blocks sampled)."""
         out = sample_in_chunks(self.generator, int(n), seeded_rng(seed))
+        if self.encoder is not None:
+            return sample_typed_rows(self.encoder, out, sample_rng(seed))
         out *= self.std
         out += self.mean
         return out
+
+    def sample_body(self, n: int, seed: int | None = None) -> dict[str, object]:
+        """The ``/sample`` JSON: ``{"samples": [[…], …]}``; a typed stream's ``{"fields": […], "records": […]}``."""
+        rows = self.sample(n, seed)
+        if self.encoder is None:
+            return {"samples": rows}
+        return {"fields": list(self.encoder.schema.names), "records": self.encoder.decode_many(rows)}

@@ -35,6 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from learner.generator import Generator, GeneratorConfig
 from learner.loss import LossValue, sketch_loss, smoothing_weights
+from learner.typed_heads import sample_rng, sample_typed_rows, typed_heads
 from sketch_store.errors import SketchgenError, SpecMismatchError
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
@@ -125,7 +126,7 @@ class Trainer:
         self.device = torch.device(device)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
-        self.generator = Generator(generator_config).to(self.device)
+        self.generator = Generator(generator_config, typed_heads(spec.encoder)).to(self.device)
         self.ema: AveragedModel | None = None
         if self.config.ema_decay is not None:
             self.ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay))
@@ -213,7 +214,7 @@ class Trainer:
         return self.generator
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """``n`` samples in the data's original units (standardisation undone)."""
+        """``n`` samples in the data's original units (standardisation undone; a typed spec's blocks sampled)."""
         gen = torch.Generator(device=self.device)
         if seed is not None:
             gen.manual_seed(seed)
@@ -222,4 +223,6 @@ class Trainer:
         served = self.served_generator
         served.eval()
         y = served.sample(int(n), generator=gen).cpu().numpy().astype(np.float64)
+        if self.spec.encoder is not None:
+            return sample_typed_rows(self.spec.encoder, y, sample_rng(seed))
         return self.spec.unstandardize(y)

@@ -406,6 +406,11 @@ class Encoder:
         return _Block(field, start, width + field.nullable, slots, mark if field.nullable else 0.0)
 
     @property
+    def blocks(self) -> tuple[_Block, ...]:
+        """The coordinate layout, one block per field in schema order (read-only: the blocks are frozen)."""
+        return tuple(self._blocks)
+
+    @property
     def column_names(self) -> tuple[str, ...]:
         """A name per coordinate: ``price``, ``cut=Fair``, ``cut=__other__``, ``price=null``."""
         names: list[str] = []
