@@ -6,7 +6,8 @@
 | ``/healthz`` | 200 while the process runs |
 | ``/readyz`` | 200 ``{"ready": true, …}`` while the stream is reachable and this replica has a model to serve \
 (leading, or a standby with an accepted checkpoint); 503 with ``"reason"`` otherwise |
-| ``/sample?n=N`` | ``{"samples": [[…], …]}`` in the data's units; 400 on a bad ``n`` (1 ≤ n ≤ the cap), \
+| ``/sample?n=N`` | ``{"samples": [[…], …]}`` in the data's units (a typed stream: ``{"fields": […], \
+"records": [{…}, …]}``, :meth:`~learner.serving.ServedModel.sample_body`); 400 on a bad ``n`` (1 ≤ n ≤ the cap), \
 503 with no model yet, 429 when ``LearnConfig.max_concurrent_samples`` requests are already sampling |
 | ``/status`` | JSON: stream, records, loss, rounds, steps, leader, checkpoint age, ``checkpoint_error`` \
 (``{"reason", "time"}`` of the last refused stored checkpoint, or null), drift |
@@ -46,6 +47,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from learner import json_safe
 from learner.page import MAX_BINS, asset, density_payload
 from learner.service import LearnerService, NoModelError
+from sketch_store.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             if not 1 <= n <= cap:
                 self._fail(400, f"n must be between 1 and {cap}, got {n}")
             with self._sampling_slot():
-                self._json(200, {"samples": self._samples(n)})
+                self._json(200, self._sample_body(n))
 
         @contextlib.contextmanager
         def _sampling_slot(self) -> Iterator[None]:
@@ -183,6 +185,16 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
             if getattr(self, "_slot_held", False):
                 self._slot_held = False
                 sampling.release()
+
+        def _sample_body(self, n: int) -> dict[str, object]:
+            """``{"samples": …}``, or ``{"fields": …, "records": …}`` when the served snapshot is of typed records."""
+            model = service.model
+            if model is None or model.encoder is None:
+                return {"samples": self._samples(n)}
+            try:
+                return model.sample_body(n)
+            except DataError as exc:  # a diverged model's non-finite numbers cannot be decoded to records
+                self._fail(503, f"the model's samples cannot be decoded: {exc}")
 
         def _samples(self, n: int) -> np.ndarray:
             """``n`` samples of the served snapshot (no lock held); 503 when there is no model yet."""
