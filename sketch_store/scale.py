@@ -121,35 +121,49 @@ def estimate_scale(x: np.ndarray, method: str = "sketch", seed: int | None = 0) 
 
 # -- the multi-scale ladder (docs/design.md §1, "A kernel from the data") ----------------------------
 
-#: Radii probed by :func:`characteristic_energy`: a √2-spaced grid, standardised units⁻¹.
+#: Radii probed on the pilot's characteristic function: a √2-spaced grid, standardised units⁻¹.
 PROBE_RADII = np.geomspace(0.25, 1024.0, 25)
 #: A radius is *resolved* while the pilot's mean ``|z(ω)|²`` there exceeds this many times its noise level 1/n.
 RESOLVED_ENERGY = 3.0
+#: A direction is informative at radius R when ``n |z(Rφ)|²`` exceeds this (p ≈ 5·10⁻⁵ under pure noise) …
+INFORMATIVE_POWER = 10.0
+#: … and the finest scale is where at least this fraction of random directions still is.
+INFORMATIVE_FRACTION = 0.5
+#: The coarsest scale is where the mean ``|z(Rφ)|²`` has fallen to this (the half-power point).
+HALF_POWER = 0.5
 #: Directions averaged at each probed radius.
 PROBE_DIRECTIONS = 256
 #: Adjacent scales of the ladder differ by this factor (one octave).
 LADDER_RATIO = 2.0
-#: At most this many scales (10 octaves below the median heuristic): discrete data resolve every radius.
+#: At most this many scales (10 octaves): discrete data resolve every radius.
 MAX_SCALES = 11
+
+
+def characteristic_power(x: np.ndarray, radii: np.ndarray = PROBE_RADII, directions: int = PROBE_DIRECTIONS,
+                         seed: int | None = 0) -> np.ndarray:
+    """``n |z(R_i φ_j)|²`` for each probed radius ``R_i`` (rows) and random unit direction ``φ_j`` (columns).
+
+    ``z(ω) = (1/n) Σ_k exp(i ωᵀx_k)`` is the pilot's empirical characteristic function; under pure
+    noise (no structure at scale 1/R) ``n|z(ω)|²`` is ≈ Exp(1), of mean 1.
+    """
+    rows = np.asarray(x, dtype=np.float64)
+    n, d = rows.shape
+    rng = np.random.default_rng(seed)
+    power = np.empty((len(radii), directions))
+    for i, r in enumerate(radii):
+        phases = rows @ (draw_directions(d, directions, rng) * float(r))
+        power[i] = n * (np.cos(phases).mean(axis=0) ** 2 + np.sin(phases).mean(axis=0) ** 2)
+    return power
 
 
 def characteristic_energy(x: np.ndarray, radii: np.ndarray = PROBE_RADII, directions: int = PROBE_DIRECTIONS,
                           seed: int | None = 0) -> np.ndarray:
     """Excess energy of the pilot's empirical characteristic function at each radius, in noise units.
 
-    ``e(R) = n · (mean over ``directions`` random unit φ of |z(Rφ)|²) − 1`` with
-    ``z(ω) = (1/n) Σ_i exp(i ωᵀx_i)``: under pure noise ``E n|z(ω)|² = 1``, so ``e(R) ≈ 0``
-    where the data have no structure at scale 1/R, and large where they do.
+    ``e(R) = mean over random unit φ of n|z(Rφ)|², minus 1`` (:func:`characteristic_power`): ≈ 0
+    where the data have no structure at scale 1/R, large where they do.
     """
-    rows = np.asarray(x, dtype=np.float64)
-    n, d = rows.shape
-    rng = np.random.default_rng(seed)
-    energy = np.empty(len(radii))
-    for i, r in enumerate(radii):
-        phases = rows @ (draw_directions(d, directions, rng) * float(r))
-        z2 = np.cos(phases).mean(axis=0) ** 2 + np.sin(phases).mean(axis=0) ** 2
-        energy[i] = n * float(z2.mean()) - 1.0
-    return energy
+    return characteristic_power(x, radii, directions, seed).mean(axis=1) - 1.0
 
 
 def finest_resolved_radius(x: np.ndarray, threshold: float = RESOLVED_ENERGY, seed: int | None = 0) -> float:
@@ -159,14 +173,32 @@ def finest_resolved_radius(x: np.ndarray, threshold: float = RESOLVED_ENERGY, se
     return float(PROBE_RADII[resolved[-1]] if resolved.size else PROBE_RADII[0])
 
 
+def ladder_radii(power: np.ndarray, n: int, radii: np.ndarray = PROBE_RADII) -> tuple[float, float]:
+    """(R_coarse, R_fine) read off :func:`characteristic_power` of an ``n``-row pilot.
+
+    ``R_coarse``: the first radius where the mean ``|z|²`` has fallen to :data:`HALF_POWER` (below it
+    every frequency sees the data's overall spread only). ``R_fine``: the largest radius where at
+    least :data:`INFORMATIVE_FRACTION` of the directions have ``n|z|² > INFORMATIVE_POWER`` (beyond
+    it most frequencies drawn would be noise: in many dimensions structure seen along a few
+    directions is not enough).
+    """
+    mean_power = power.mean(axis=1) / n
+    below = np.nonzero(mean_power <= HALF_POWER)[0]
+    coarse = float(radii[below[0]] if below.size else radii[-1])
+    informative = (power > INFORMATIVE_POWER).mean(axis=1) >= INFORMATIVE_FRACTION
+    kept = np.nonzero(informative)[0]
+    fine = float(radii[kept[-1]] if kept.size else radii[0])
+    return coarse, max(fine, coarse)
+
+
 def scale_ladder(x: np.ndarray, law: str = "adapted-radius", seed: int | None = 0) -> np.ndarray:
     """Scales ``σ_1 > … > σ_S`` for a multi-scale frequency law, from standardised pilot rows ``x``.
 
-    ``σ_1`` is the median heuristic (the coarse, global shape); the finest scale is
-    ``σ_S = R̃ / R_max``, where ``R_max`` is :func:`finest_resolved_radius` and ``R̃`` the
-    median radius of ``law`` at unit scale, so the finest scale's typical frequency sits
-    where the pilot's characteristic function last rises above its noise. In between the
-    scales are one octave apart (at most :data:`MAX_SCALES`).
+    With ``R̃`` the median radius of ``law`` at unit scale and ``(R_coarse, R_fine)`` from
+    :func:`ladder_radii`, the ladder runs from ``σ_1 = R̃ / R_coarse`` (the data's global shape: a
+    typical frequency of the coarsest scale sits where the characteristic function is at half
+    power) down by octaves to ``σ_S ≈ R̃ / R_fine`` (the finest structure most directions still
+    see above the noise), at most :data:`MAX_SCALES` scales.
 
     >>> rng = np.random.default_rng(0)
     >>> blobs = np.concatenate([rng.normal(-3, 0.05, (2000, 1)), rng.normal(3, 0.05, (2000, 1))])
@@ -174,9 +206,11 @@ def scale_ladder(x: np.ndarray, law: str = "adapted-radius", seed: int | None = 
     >>> bool(ladder[0] > 1.0 and ladder[-1] < 0.1)
     True
     """
-    rows = np.asarray(x, dtype=np.float64)
-    coarse = median_heuristic(rows, seed=seed)
+    rows = validate_rows(np.asarray(x, dtype=np.float64), np.asarray(x).shape[-1])
+    if rows.shape[0] < 2:
+        raise DataError("need at least 2 rows to estimate a scale")
     unit_radius = float(np.median(draw_radii(law, rows.shape[1], 20_000, np.random.default_rng(seed))))
-    fine = min(coarse, unit_radius / finest_resolved_radius(rows, seed=seed))
-    count = min(MAX_SCALES, int(np.ceil(np.log(coarse / fine) / np.log(LADDER_RATIO) - 1e-9)) + 1)
+    r_coarse, r_fine = ladder_radii(characteristic_power(rows, seed=seed), rows.shape[0])
+    coarse = unit_radius / r_coarse
+    count = min(MAX_SCALES, int(np.ceil(np.log(r_fine / r_coarse) / np.log(LADDER_RATIO) - 1e-9)) + 1)
     return coarse / LADDER_RATIO ** np.arange(count)

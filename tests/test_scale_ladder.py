@@ -95,3 +95,14 @@ def test_sketch_command_with_the_multiscale_kernel(tmp_path) -> None:
     bad = subprocess.run([sys.executable, "-m", "sketchgen", "sketch", str(data), "--out", str(out), "--kernel",
                           "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_coarse_end_follows_the_data_not_the_dimension() -> None:
+    """The median distance grows like √d, but frequencies at √d-wide scales see only the mean."""
+    from sketch_store.scale import median_heuristic
+
+    rng = np.random.default_rng(4)
+    low, high = rng.normal(size=(3000, 2)), rng.normal(size=(3000, 50))
+    assert median_heuristic(high) > 4 * median_heuristic(low)
+    assert scale_ladder(high)[0] == pytest.approx(scale_ladder(low)[0], rel=0.5)
+
