@@ -135,11 +135,7 @@ def decode_value(
     max_bytes: int = MAX_VALUE_BYTES,
 ) -> np.ndarray:
     """Decode one record value into a finite (k, d) float64 array, or raise :class:`RecordError`."""
-    if value is None or len(value) == 0:
-        raise RecordError("empty", "the record has no value")
-    if len(value) > max_bytes:
-        raise RecordError("too_large", f"value of {len(value)} bytes exceeds the limit of {max_bytes}")
-    ctype = header_value(headers, "content-type").split(";")[0].strip()
+    ctype = _checked_content_type(value, headers, max_bytes)
     if ctype == F32_CONTENT_TYPE:
         if len(value) % (4 * d):
             raise RecordError("bad_binary", f"{len(value)} bytes is not a whole number of float32 rows of size {d}")
@@ -147,35 +143,41 @@ def decode_value(
         return _check_rows(rows, d)
     if ctype not in JSON_CONTENT_TYPES:
         raise RecordError("unsupported_content_type", f"content-type {ctype!r} is neither JSON nor {F32_CONTENT_TYPE}")
-    try:
-        obj = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError("invalid_json", str(exc)[:200]) from None
-    except RecursionError:
-        raise RecordError("invalid_json", "JSON nested too deeply") from None
-    return rows_from_json(obj, d)
+    return rows_from_json(_parse_json(value), d)
 
 
-def _json_value(
+def _checked_content_type(
     value: bytes | None, headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None, max_bytes: int
-) -> object:
-    """The parsed JSON of a typed record's value, after the limits every value must meet."""
+) -> str:
+    """The value's content type, after the limits every value must meet (not empty, at most ``max_bytes``)."""
     if value is None or len(value) == 0:
         raise RecordError("empty", "the record has no value")
     if len(value) > max_bytes:
         raise RecordError("too_large", f"value of {len(value)} bytes exceeds the limit of {max_bytes}")
-    ctype = header_value(headers, "content-type").split(";")[0].strip()
-    if ctype == F32_CONTENT_TYPE:
-        raise RecordError("unsupported_content_type",
-                          f"a stream of typed records takes JSON objects, not {F32_CONTENT_TYPE} vectors")
-    if ctype not in JSON_CONTENT_TYPES:
-        raise RecordError("unsupported_content_type", f"content-type {ctype!r} is not JSON")
+    return header_value(headers, "content-type").split(";")[0].strip()
+
+
+def _parse_json(value: bytes) -> object:
+    """``json.loads(value)``; any failure is an ``invalid_json`` :class:`RecordError`."""
     try:
         return json.loads(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("invalid_json", str(exc)[:200]) from None
     except RecursionError:
         raise RecordError("invalid_json", "JSON nested too deeply") from None
+
+
+def _json_value(
+    value: bytes | None, headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None, max_bytes: int
+) -> object:
+    """The parsed JSON of a typed record's value, after the limits every value must meet."""
+    ctype = _checked_content_type(value, headers, max_bytes)
+    if ctype == F32_CONTENT_TYPE:
+        raise RecordError("unsupported_content_type",
+                          f"a stream of typed records takes JSON objects, not {F32_CONTENT_TYPE} vectors")
+    if ctype not in JSON_CONTENT_TYPES:
+        raise RecordError("unsupported_content_type", f"content-type {ctype!r} is not JSON")
+    return _parse_json(value)
 
 
 def decode_typed_value(
