@@ -45,7 +45,8 @@ def test_numeric_fingerprints_are_unchanged():
     x = np.random.default_rng(3).normal(size=(500, 3)) * [1, 2, 3] + [4, 5, 6]
     assert plain.fingerprint == "23137343827e1a7a"
     assert ladder.fingerprint == "5ea237c1df01ce73"
-    assert spec_from_pilot(x, m=32, seed=0).fingerprint == "2aaee0848b96f0ec"
+    # one σ: the default ladder's scales may change with its design, the typed fields must change nothing
+    assert spec_from_pilot(x, m=32, seed=0, kernel="single").fingerprint == "85512986783850a8"
     assert plain.encoder is None and plain.schema is None and "typed" not in plain.describe()
     assert not any(k.endswith(("schema", "encoding")) for k in plain.to_arrays())
 
