@@ -25,7 +25,6 @@ from sketch_store.pilot import (
     LOW_DIM,
     default_m,
     spec_from_pilot,
-    typed_spec_from_pilot,
 )
 from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import validate_stream_name
@@ -35,7 +34,7 @@ from sketch_store.spec import SketchSpec
 from sketch_store.typed_encoding import UNKNOWN_POLICIES
 from sketchgen.datafiles import load_data
 from sketchgen.settings import Connections, add_connection_args
-from sketchgen.typed_files import read_checked_records, reads_records, resolve_schema
+from sketchgen.typed_files import reads_records, typed_sketch_input
 
 log = logging.getLogger("sketchgen")
 
@@ -197,22 +196,16 @@ def pilot_spec(args: argparse.Namespace) -> SketchSpec:
     """
     path = Path(args.estimate_from)
     if reads_records(path, args.schema):
-        schema = resolve_schema(path, args.schema)
-        records = read_checked_records(path, schema)
-        if schema.is_numeric and args.unknown is not None:
+        spec, _ = typed_sketch_input(path, args.schema, m=args.m, law=args.law, seed=args.seed, kernel=args.kernel,
+                                     unknown=args.unknown or "reject", name=args.name)
+        if spec.schema is None and args.unknown is not None:
             raise DataError("--unknown applies to typed records; this pilot's schema is all float fields")
-        try:
-            spec = typed_spec_from_pilot(records, schema, m=args.m, law=args.law, seed=args.seed, name=args.name,
-                                         kernel=args.kernel, unknown=args.unknown or "reject")
-        except DataError as exc:  # e.g. too few records to design the kernel from
-            raise DataError(f"{path}: {exc}") from None
         what = "the schema's encoding gives" if spec.encoder is not None else "pilot data have"
     else:
         if args.unknown is not None:
             raise DataError(f"--unknown applies to typed records; {path} holds vectors")
-        pilot = load_data(path)
-        m = default_m(pilot.shape[1]) if args.m is None else args.m
-        spec = spec_from_pilot(pilot, m=m, law=args.law, seed=args.seed, name=args.name, kernel=args.kernel)
+        spec = spec_from_pilot(load_data(path), m=args.m, law=args.law, seed=args.seed, name=args.name,
+                               kernel=args.kernel)
         what = "pilot data have"
     if args.dim is not None and spec.d != args.dim:
         raise DataError(f"{path}: {what} dimension {spec.d}, not --dim {args.dim}")

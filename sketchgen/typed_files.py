@@ -42,7 +42,7 @@ from sketch_store.errors import DataError
 from sketch_store.pilot import DEFAULT_KERNEL, DEFAULT_LAW, spec_from_pilot, typed_spec_from_pilot
 from sketch_store.schema import Schema, parse_float_text
 from sketch_store.spec import SketchSpec
-from sketch_store.typed_encoding import Encoder, EncodingStats, RecordError, lookup, parse_text_record
+from sketch_store.typed_encoding import Encoder, EncodingStats, RecordError, UnknownPolicy, lookup, parse_text_record
 from sketchgen.records_files import RECORD_SUFFIXES, infer_schema_from_file, read_records
 
 log = logging.getLogger("sketchgen")
@@ -175,11 +175,14 @@ def typed_sketch_input(
     seed: int | None = 0,
     kernel: str = DEFAULT_KERNEL,
     standardize: bool = True,
+    unknown: UnknownPolicy = "reject",
+    name: str | None = None,
 ) -> tuple[SketchSpec, np.ndarray]:
-    """The spec and the rows to sketch of a ``.csv``/``.jsonl`` file of records (``.npy`` with a numeric schema).
+    """The spec and the rows to sketch of a ``.csv``/``.jsonl`` file of records: ``sketch`` and ``create``'s pilot.
 
-    A typed schema gives a typed spec from all records (:func:`typed_spec_from_pilot`) and the encoded rows; a
-    schema of plain floats gives today's numeric spec over the records' vectors in schema order.
+    A typed schema gives a typed spec from all records (:func:`typed_spec_from_pilot`, with the ``unknown``
+    category policy) and the encoded rows; a schema of plain floats gives today's numeric spec over the records'
+    vectors in schema order. The spec is named ``name``, else after the file.
     """
     p = Path(path)
     schema = resolve_schema(p, schema_file)
@@ -193,10 +196,10 @@ def typed_sketch_input(
         if schema.is_numeric:
             rows = probe_encoder(schema).encode_many(records)
             spec = spec_from_pilot(rows, m=m, law=law, sigma=sigma, seed=seed, standardize=standardize,
-                                   name=p.stem, kernel=kernel)
+                                   name=name or p.stem, kernel=kernel)
             return spec, rows
-        spec = typed_spec_from_pilot(records, schema, m=m, law=law, seed=seed, name=p.stem, kernel=kernel,
-                                     sigma=sigma)
+        spec = typed_spec_from_pilot(records, schema, m=m, law=law, seed=seed, name=name or p.stem, kernel=kernel,
+                                     sigma=sigma, unknown=unknown)
     except DataError as exc:  # e.g. too few records to design the kernel from
         raise DataError(f"{p}: {exc}") from None
     return spec, spec.encoder.encode_many(records)  # type: ignore[union-attr]
