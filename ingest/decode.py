@@ -158,9 +158,13 @@ def _checked_content_type(
 
 
 def _parse_json(value: bytes) -> object:
-    """``json.loads(value)``; any failure is an ``invalid_json`` :class:`RecordError`."""
+    """The JSON text ``value``, strictly UTF-8 (a leading BOM ignored); any failure is an ``invalid_json`` error.
+
+    The bytes are decoded first because ``json.loads`` of bytes would also take UTF-16 and UTF-32 and, decoding
+    with ``surrogatepass``, UTF-8-encoded surrogates: none is UTF-8 (docs/ingest.md, bad records).
+    """
     try:
-        return json.loads(value)
+        return json.loads(value.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("invalid_json", str(exc)[:200]) from None
     except RecursionError:
