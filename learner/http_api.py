@@ -45,7 +45,7 @@ import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from learner import json_safe
-from learner.page import MAX_BINS, asset, density_payload
+from learner.page import MAX_BINS, asset, category_bars, density_payload
 from learner.service import LearnerService, NoModelError
 from sketch_store.errors import DataError
 
@@ -248,7 +248,15 @@ def make_handler(service: LearnerService) -> type[BaseHTTPRequestHandler]:
                 if not len(finite):
                     self._fail(503, "the model's samples are all NaN or infinite")
                 payload = density_payload(finite, x, y if d > 1 else None, bins)
-                self._json(200, {**payload, "nonfinite": int(n - len(finite))})
+                self._json(200, {**payload, **self._typed_extras(finite), "nonfinite": int(n - len(finite))})
+
+        def _typed_extras(self, rows: np.ndarray) -> dict[str, object]:
+            """``{"categories": …}`` (:func:`~learner.page.category_bars`) when the served model is of typed records."""
+            model = service.model
+            encoder = None if model is None else model.encoder
+            if encoder is None or encoder.dim != rows.shape[1]:
+                return {}
+            return {"categories": category_bars(encoder, rows)}
 
     return Handler
 

@@ -4,7 +4,8 @@ The page (``learner/web/``: ``index.html``, ``app.js``, ``style.css``, hand-writ
 polls ``/history`` and ``/density``. ``/density`` never ships raw samples: the learner draws
 ``n`` samples (up to 10⁵) and returns a ``bins × bins`` histogram of one pair of coordinates
 and a ``bins``-long histogram per coordinate, so the browser draws at most a few thousand cells
-whatever ``n`` is.
+whatever ``n`` is. For a stream of typed records ``/density`` also carries ``categories``: per category or bool
+field, how many of the samples took each value (:func:`category_bars`, drawn as bars by the page).
 
 Example
 -------
@@ -19,9 +20,16 @@ True
 
 from __future__ import annotations
 
+import collections
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from sketch_store.schema import OTHER
+
+if TYPE_CHECKING:
+    from sketch_store.typed_encoding import Encoder
 
 #: Files the page is made of: name → content type (anything else is a 404).
 ASSETS = {
@@ -79,3 +87,42 @@ def density_payload(samples: np.ndarray, x: int, y: int | None, bins: int) -> di
         out.update(x_range=list(xr), y_range=list(yr), counts=counts.astype(np.int64).tolist(),
                    outside=int(n - counts.sum()))
     return out
+
+
+def field_labels(encoder: Encoder, name: str) -> list[str | None]:
+    """The values a bar chart of field ``name`` lists: its categories (``__other__`` under the ``other`` policy) or
+    ``false``/``true``, then None (null) when the field is nullable."""
+    field = encoder.schema.field(name)
+    labels: list[str | None]
+    if field.type == "bool":
+        labels = ["false", "true"]
+    else:
+        labels = [*field.categories, *([OTHER] if encoder.stats.unknown == "other" else [])]
+    return [*labels, None] if field.nullable else labels
+
+
+def category_bars(encoder: Encoder, rows: np.ndarray) -> list[dict[str, object]]:
+    """Per category or bool field (schema order), ``{"field", "type", "labels", "counts"}`` over the encoded ``rows``.
+
+    ``counts[i]`` is how many rows decode to ``labels[i]`` (null is the label None), the rows read exactly as
+    :meth:`~sketch_store.typed_encoding.Encoder.decode_many` reads them for ``/sample``; the counts sum to the
+    number of rows. Numeric fields are left to the marginals (docs/learner.md, "The live page").
+    """
+    fields = [f for f in encoder.schema.fields if f.type in ("category", "bool")]
+    if not fields:
+        return []
+    records = encoder.decode_many(rows, nested=False)
+    out = []
+    for field in fields:
+        seen = collections.Counter(_label(r[field.name]) for r in records)
+        labels = field_labels(encoder, field.name)
+        out.append({"field": field.name, "type": field.type, "labels": labels,
+                    "counts": [int(seen.get(label, 0)) for label in labels]})
+    return out
+
+
+def _label(value: object) -> str | None:
+    """A decoded category or bool value as its bar's label (``true``/``false``; None stays None)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return None if value is None else str(value)

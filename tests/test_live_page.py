@@ -8,7 +8,8 @@ the loss and drift charts hold data, and a screenshot is saved under pytest's tm
 ``docs/img/live_page.png`` when ``SKETCHGEN_DOCS_SCREENSHOT=1``). When the learner dies the page
 says so. ``/density`` bins 10⁵ samples server-side into a reply ~100× smaller than the raw
 samples; a 3-D stream (an in-process learner on the same Redis) exercises the pair selector and
-the per-coordinate marginals, and the endpoint's bad requests.
+the per-coordinate marginals, and the endpoint's bad requests. A stream of typed records (a category, a bool,
+a nullable float) draws its category and bool fields as bars named by their values; a numeric stream draws none.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kafka import KafkaProducer
 
 from learner.generator import GeneratorConfig
 from learner.http_api import serve
+from learner.page import category_bars
 from learner.service import LearnConfig, LearnerService
 from sketch_store.pilot import spec_from_pilot
 from sketch_store.redis_connect import connect
@@ -39,6 +41,7 @@ from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
 from tests.processes import Proc, fetch, wait_for
+from tests.test_learner_typed import typed_stream
 
 pytestmark = pytest.mark.slow
 
@@ -226,6 +229,7 @@ def test_density_3d_pairs_marginals_and_bad_requests(learner_3d):
     for m in d["marginals"]:
         assert len(m["counts"]) == 50 and m["lo"] < m["hi"] and sum(m["counts"]) > 99_000
     assert d["x_range"] == [d["marginals"][2]["lo"], d["marginals"][2]["hi"]]
+    assert "categories" not in d  # a numeric stream's reply is unchanged
     assert len(body) < 60_000
     for query in ("x=3", "x=0&y=0", "y=-1", "bins=1", "bins=1000", "n=0", "n=100001", "x=abc", "n=1e5"):
         code, body = fetch(port, f"/density?{query}")
@@ -249,6 +253,8 @@ def test_page_pair_selector_for_a_3d_stream(learner_3d, browser):
     Select(browser.find_element("id", "sel-y")).select_by_value("1")
     wait_for(lambda: dom(browser, "#density", "data-y") == "1", 30, "the plot to switch to (x0, x1)")
     assert int(dom(browser, "#density", "data-total")) > 9_000  # the default n = 10 000
+    assert not browser.find_element("id", "categories-block").is_displayed()  # no bars for numbers
+    assert dom(browser, "#categories", "data-count") == "0"
     assert dom(browser, "body", "data-error") == ""
     assert console_errors(browser) == []
 
@@ -307,3 +313,72 @@ def test_page_for_a_1d_stream_shows_the_marginal(redis_server, browser):
         loop.join(30)
         server.shutdown()
         server.server_close()
+
+
+# -- a stream of typed records: category and bool fields as bars ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def typed_learner(redis_server):
+    """An in-process learner (real Redis, real HTTP) of a typed stream: category cut (a, b, c), bool flag, amount."""
+    store, name, encoder = typed_stream(redis_server.url)
+    config = LearnConfig(stream=name, steps_per_round=20, checkpoint_every=3600, device="cpu",
+                         generator=GeneratorConfig(latent=4, hidden=(32, 32), output=encoder.dim))
+    service = LearnerService(config, store)
+    server = serve(service, 0, host="127.0.0.1")
+    loop = threading.Thread(target=service.run, daemon=True)
+    loop.start()
+    try:
+        wait_for(lambda: service.model is not None and service.model.steps > 0, 60, "a served typed model")
+        yield service, encoder, server.server_port
+    finally:
+        service.stop_event.set()
+        loop.join(30)
+        server.shutdown()
+        server.server_close()
+
+
+def test_category_bars_count_the_values_sample_decodes(typed_learner):
+    service, encoder, _ = typed_learner
+    rows = service.model.sample(5000, seed=3)
+    bars = category_bars(encoder, rows)
+    records = encoder.decode_many(rows, nested=False)
+    assert [(b["field"], b["type"], b["labels"]) for b in bars] == [("cut", "category", ["a", "b", "c"]),
+                                                                  ("flag", "bool", ["false", "true"])]
+    assert bars[0]["counts"] == [sum(r["cut"] == v for r in records) for v in "abc"]
+    assert bars[1]["counts"] == [sum(r["flag"] is v for r in records) for v in (False, True)]
+    assert all(sum(b["counts"]) == 5000 for b in bars)
+
+
+def test_density_of_a_typed_stream_carries_category_counts(typed_learner):
+    _, _, port = typed_learner
+    code, body = fetch(port, "/density?n=20000&bins=32")
+    assert code == 200, body
+    d = json.loads(body)
+    cats = {c["field"]: c for c in d["categories"]}
+    assert list(cats) == ["cut", "flag"] and cats["cut"]["labels"] == ["a", "b", "c"]
+    assert all(sum(c["counts"]) == d["n"] - d["nonfinite"] for c in cats.values())
+    assert len(d["marginals"]) == d["d"]  # the encoded coordinates keep their marginals
+
+
+def test_page_draws_a_typed_streams_categories_as_named_bars(typed_learner, browser, tmp_path):
+    _, _, port = typed_learner
+    console_errors(browser)
+    browser.get(f"http://127.0.0.1:{port}/?refresh=1000&n=10000")
+    wait_for(lambda: int(dom(browser, "body", "data-density-refreshes") or 0) >= 1, 60, "the samples plot")
+    assert browser.find_element("id", "categories-block").is_displayed()
+    assert dom(browser, "#categories", "data-count") == "2"
+    shown = {}
+    for card in browser.find_elements("css selector", "#categories .catfield"):
+        rows = card.find_elements("css selector", ".bar-row")
+        names = [r.find_element("css selector", ".bar-label").text for r in rows]
+        shares = [float(r.get_attribute("data-share")) for r in rows]
+        widths = [r.find_element("css selector", ".bar-fill").size["width"] for r in rows]
+        assert sum(shares) == pytest.approx(1.0) and max(widths) > 0, (names, shares, widths)
+        shown[card.get_attribute("data-field")] = names
+    assert shown == {"cut": ["a", "b", "c"], "flag": ["false", "true"]}
+    assert "cut (category)" in browser.find_element("id", "categories").text
+    browser.execute_script("document.getElementById('categories-block').scrollIntoView()")
+    shot = tmp_path / "typed_page.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    assert dom(browser, "body", "data-error") == "" and console_errors(browser) == []

@@ -179,6 +179,47 @@ function drawMarginals(box, d) {
   box.dataset.count = String(d.marginals.length);
 }
 
+// Bars of a typed stream's category and bool fields: per field, the share of the samples taking each value
+// (null drawn as "(null)"). Test hooks: #categories data-count, each row's data-label and data-share.
+function drawCategories(box, fields) {
+  $("categories-block").hidden = fields.length === 0;
+  box.replaceChildren(...fields.map((f) => {
+    const total = f.counts.reduce((a, b) => a + b, 0);
+    const card = document.createElement("div");
+    card.className = "catfield";
+    card.dataset.field = f.field;
+    const title = document.createElement("div");
+    title.className = "name";
+    title.textContent = `${f.field} (${f.type})`;
+    card.appendChild(title);
+    f.labels.forEach((label, i) => card.appendChild(barRow(label, total ? f.counts[i] / total : 0)));
+    return card;
+  }));
+  box.dataset.count = String(fields.length);
+}
+
+function barRow(label, share) {
+  const row = document.createElement("div");
+  row.className = "bar-row";
+  row.dataset.label = label === null ? "" : label;
+  row.dataset.share = String(share);
+  const name = document.createElement("span");
+  name.className = "bar-label" + (label === null ? " null" : "");
+  name.textContent = label === null ? "(null)" : label;
+  name.title = name.textContent;
+  const track = document.createElement("span");
+  track.className = "bar-track";
+  const fill = document.createElement("span");
+  fill.className = "bar-fill";
+  fill.style.width = `${(100 * share).toFixed(2)}%`;
+  track.appendChild(fill);
+  const value = document.createElement("span");
+  value.className = "bar-value";
+  value.textContent = `${(100 * share).toFixed(1)} %`;
+  row.append(name, track, value);
+  return row;
+}
+
 // ---- refresh loops ----------------------------------------------------------------------------
 
 function fillSelectors(dim) {
@@ -262,6 +303,7 @@ async function refreshDensity() {
     const d = await getJSON(`/density?${query}`);
     drawDensity($("density"), d);
     drawMarginals($("marginals"), d);
+    drawCategories($("categories"), d.categories || []);
     $("density-caption").textContent =
       `${fmt(d.n, 6)} samples, binned by the learner in ${fmt(performance.now() - started, 2)} ms round trip`;
     const body = document.body;
