@@ -51,8 +51,8 @@ CUTS = ("Fair", "Good", "Ideal")
 MODELS = ("a", "b")
 REQUIRED = ("price", "cut", "cert")
 #: Per bad kind, how many hypothesis examples.
-PER_KIND = 25
-VALID_EXAMPLES = 250
+PER_KIND = 40
+VALID_EXAMPLES = 300
 
 
 @dataclass
@@ -258,7 +258,7 @@ def build_corpus(spec) -> list[Case]:
     for kind, (reason, strategy) in BAD_KINDS.items():
         cases += [Case(f"{kind} #{i}", raw, [], expected=reason) for i, raw in enumerate(draw(strategy, PER_KIND))]
     cases += [Case(label, value, headers, expected=reason) for label, value, headers, reason in HAND]
-    cases += [Case(f"free fuzz #{i}", text(obj), []) for i, obj in enumerate(draw(FREE, 120))]
+    cases += [Case(f"free fuzz #{i}", text(obj), []) for i, obj in enumerate(draw(FREE, 300))]
     for case in cases:
         classify(case, spec)
     random.Random(7).shuffle(cases)
