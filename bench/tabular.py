@@ -261,10 +261,20 @@ def train_table(table: str, work: Path, seconds: float, seed: int, ctgan_epochs:
     return row
 
 
+def sketch_vector_bytes(path: Path) -> int:
+    """Bytes of a sketch file's data-dependent part: the sum of features (the rest is the spec, mostly ω)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        return int(z["sketch_sum"].nbytes)
+
+
 def score_row(row: dict) -> dict:
     """``row`` with every method's scores against the holdout added (under the training schema, the row's seed)."""
     for method, result in row["methods"].items():
         result.update(score(row, result["samples"], row["seed"]))
+        if method == "ours":
+            result["sketch_vector_bytes"] = sketch_vector_bytes(Path(result["samples"]).parent / "S.npz")
         log.info("%s: %s: %s", row["table"], method, headline(result))
     return row
 
@@ -298,6 +308,8 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
             note = f"{r['epochs']} epochs" if "epochs" in r else ""
             if method != "ours":
                 note = (note + "; " if note else "") + f"model {r['model_bytes']:,} B"
+            elif "sketch_vector_bytes" in r:
+                note = f"sketch vector {r['sketch_vector_bytes']:,} B, the rest is the spec"
             if r.get("invalid_samples"):
                 note += f"; {r['invalid_samples']} invalid rows"
             out.append([row["table"], f"{row['n_train']}/{row['n_holdout']}", LABELS[method],
@@ -307,27 +319,51 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
     return out
 
 
+SETUP = """## Setup
+
+Each table is split 80/20 with the seed; every method trains on the same training rows and samples as many rows as
+the holdout has. Ours runs the CLI with its defaults (`sketchgen sketch train.csv`, schema inferred from the training
+rows; `sketchgen fit --seconds T`; `sketchgen sample`). SDV's synthesizers get metadata written from that same schema
+(category → categorical, bool → boolean, int and float → numerical), GaussianCopula with its defaults and CTGAN with
+its defaults except the epochs, chosen from timed one- and three-epoch fits so that its fit lasts about our sketch +
+fit time (at most 300). Every method runs in its own process on one thread; "fit s" is ours' sketch + fit wall time
+(the CLI processes, start-up included) and SDV's `fit` call; "peak MB" is the largest resident set of the method's
+processes. "keeps" is what a method holds to learn from: our sketch file, or the training table as CSV for SDV (its
+fitted model's size is in the note). Scores (`sketchgen.quality_report.quality_scores`, docs/metrics.md) compare the
+samples with the holdout under the training schema: SDMetrics' quality report (overall, column shapes, column pair
+trends; higher is better, 1 is best), the MMD ratio (1 is as close as a second draw of the real data; lower is
+better) and a classifier's AUC telling real from synthetic (0.5 is indistinguishable; lower is better)."""
+
+
 def markdown_body(rows: list[dict], seconds: float) -> str:
-    """The results table and a note on what the columns mean (the reading is written by hand below it)."""
+    """The setup, the budget and the results table."""
     from bench._report import markdown_table
 
-    return (f"Budget T = {seconds:g} s for `sketchgen fit`; CTGAN's epochs calibrated to ours' sketch + fit time.\n\n"
+    return (f"{SETUP}\n\n## Results\n\nBudget T = {seconds:g} s for `sketchgen fit`.\n\n"
             + markdown_table(HEADERS, table_rows(rows)))
 
 
+def kept_reading(path: Path) -> str:
+    """The hand-written ``## Reading`` section of an existing report (kept across runs), else empty."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    start = text.find("\n## Reading")
+    return text[start:] if start >= 0 else ""
+
+
 def write_outputs(rows: list[dict], args: argparse.Namespace, command: str) -> None:
-    """Print the table; write ``tabular.md`` and ``tabular.json`` under ``--out-dir``."""
+    """Print the table; write ``tabular.md`` (keeping its ``## Reading`` section) and ``tabular.json``."""
     from bench._report import machine, markdown_table
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     body = markdown_body(rows, args.seconds)
+    report = out / "tabular.md"
     text = f"# sketchgen vs SDV on mixed-type tables\n\nMeasured with `{command}` on {machine()}.\n\n{body}\n"
-    reading = out / "tabular_reading.md"
-    if reading.exists():
-        text += "\n" + reading.read_text()
+    text += kept_reading(report)
     print(markdown_table(HEADERS, table_rows(rows)))
-    (out / "tabular.md").write_text(text)
+    report.write_text(text)
     public = [{k: v for k, v in row.items() if k not in ("train", "holdout", "schema")} for row in rows]
     (out / "tabular.json").write_text(json.dumps({"machine": machine(), "command": command, "rows": public},
                                                  indent=2, default=float))
