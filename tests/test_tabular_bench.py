@@ -79,6 +79,8 @@ def test_records_outside_the_training_schema_are_counted(tmp_path):
     (["--seconds", "0"], "--seconds must be > 0"),
     (["--score-only"], "need --workdir"),
     (["--train-only"], "need --workdir"),
+    (["--redo", "ctgan"], "need --workdir"),
+    (["--redo", "gmmn", "--workdir", "/tmp"], "invalid choice"),
 ])
 def test_bad_flags_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):
