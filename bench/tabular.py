@@ -302,13 +302,41 @@ def sketch_vector_bytes(path: Path) -> int:
         return int(z["sketch_sum"].nbytes)
 
 
+def out_of_range_share(train_csv: str, samples_csv: str, schema: Schema) -> float:
+    """Share of the samples' non-null numeric cells outside the training rows' [min, max] of their field."""
+    import pandas as pd
+
+    names = [f.name for f in schema.fields if f.type in ("int", "float")]
+    if not names:
+        return 0.0
+    train, samples = pd.read_csv(train_csv, usecols=names), pd.read_csv(samples_csv, usecols=names)
+    outside = (samples < train.min()) | (samples > train.max())
+    return float(outside.to_numpy().sum() / max(1, samples.notna().to_numpy().sum()))
+
+
+def scoring_available() -> bool:
+    """Whether :mod:`sketchgen.quality_report` (the scores) can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("sketchgen.quality_report") is not None
+
+
 def score_row(row: dict) -> dict:
-    """``row`` with every method's scores against the holdout added (under the training schema, the row's seed)."""
+    """``row`` with every method's scores against the holdout added (under the training schema, the row's seed).
+
+    Without :mod:`sketchgen.quality_report` the scores are left out (logged; the report shows them as pending).
+    """
+    scored = scoring_available()
+    if not scored:
+        log.warning("sketchgen.quality_report is not available: %s is reported without scores", row["table"])
+    schema = Schema.load(row["schema"])
     for method, result in row["methods"].items():
-        result.update(score(row, result["samples"], row["seed"]))
+        if scored:
+            result.update(score(row, result["samples"], row["seed"]))
+            log.info("%s: %s: %s", row["table"], method, headline(result))
+        result["out_of_range"] = out_of_range_share(row["train"], result["samples"], schema)
         if method == "ours":
             result["sketch_vector_bytes"] = sketch_vector_bytes(Path(result["samples"]).parent / "S.npz")
-        log.info("%s: %s: %s", row["table"], method, headline(result))
     return row
 
 
@@ -329,7 +357,17 @@ def headline(result: dict) -> str:
 
 
 HEADERS = ["table", "rows (train/holdout)", "method", "overall", "shapes", "pair trends", "MMD ratio", "AUC",
-           "fit s", "sample s", "peak MB", "keeps (bytes)", "note"]
+           "out of range", "fit s", "sample s", "peak MB", "keeps (bytes)", "note"]
+PENDING = "pending"
+
+
+def score_cells(result: dict) -> list[object]:
+    """overall, shapes, pair trends, MMD ratio and AUC of a result (``pending`` if it was not scored)."""
+    if "scores" not in result:
+        return [PENDING] * 5
+    s = result["scores"]
+    return [s["sdmetrics"]["overall"], s["sdmetrics"]["column_shapes"], s["sdmetrics"]["column_pair_trends"],
+            s["mmd_ratio"], s["classifier_auc"]]
 
 
 def table_rows(rows: list[dict]) -> list[list[object]]:
@@ -337,7 +375,6 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
     out = []
     for row in rows:
         for method, r in row["methods"].items():
-            s = r["scores"]
             note = f"{r['epochs']} epochs" if "epochs" in r else ""
             if method != "ours":
                 note = (note + "; " if note else "") + f"model {r['model_bytes']:,} B"
@@ -345,10 +382,9 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
                 note = f"sketch vector {r['sketch_vector_bytes']:,} B, the rest is the spec"
             if r.get("invalid_samples"):
                 note += f"; {r['invalid_samples']} invalid rows"
-            out.append([row["table"], f"{row['n_train']}/{row['n_holdout']}", LABELS[method],
-                        s["sdmetrics"]["overall"], s["sdmetrics"]["column_shapes"],
-                        s["sdmetrics"]["column_pair_trends"], s["mmd_ratio"], s["classifier_auc"],
-                        r["fit_seconds"], r["sample_seconds"], round(r["peak_rss_mb"]), f"{r['kept_bytes']:,}", note])
+            out.append([row["table"], f"{row['n_train']}/{row['n_holdout']}", LABELS[method], *score_cells(r),
+                        f"{100 * r.get('out_of_range', 0.0):.1f} %", r["fit_seconds"], r["sample_seconds"],
+                        round(r["peak_rss_mb"]), f"{r['kept_bytes']:,}", note])
     return out
 
 
@@ -367,7 +403,8 @@ training table as CSV for SDV (its fitted model's size is in the note). Scores
 (`sketchgen.quality_report.quality_scores`, docs/metrics.md) compare the samples with the holdout under the training
 schema: SDMetrics' quality report (overall, column shapes, column pair trends; higher is better, 1 is best), the MMD
 ratio (1 is as close as a second draw of the real data; lower is better) and a classifier's AUC telling real from
-synthetic (0.5 is indistinguishable; lower is better)."""
+synthetic (0.5 is indistinguishable; lower is better). "out of range" is the share of the samples' numeric cells
+outside the training rows' [min, max] of their field (SDV clips to that range by default; ours does not)."""
 
 
 def markdown_body(rows: list[dict], seconds: float) -> str:
