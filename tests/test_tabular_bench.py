@@ -74,6 +74,15 @@ def test_records_outside_the_training_schema_are_counted(tmp_path):
     assert kept == [{"cut": "Good", "carat": 0.3}, {"cut": "Fair", "carat": 1.1}] and refused == 2
 
 
+def test_out_of_range_share_counts_numeric_cells_outside_the_training_range(tmp_path):
+    schema = Schema((Field("cut", "category", ("Fair", "Good")), Field("debt", "int", nullable=True)))
+    train, samples = tmp_path / "t.csv", tmp_path / "s.csv"
+    train.write_text("cut,debt\nGood,0\nFair,10\nFair,\n")
+    samples.write_text("cut,debt\nGood,-1\nGood,0\nFair,11\nFair,\nGood,10\n")
+    assert tabular.out_of_range_share(str(train), str(samples), schema) == pytest.approx(2 / 4)
+    assert tabular.out_of_range_share(str(train), str(train), schema) == 0.0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tables", "diamonds,nope"], "unknown table"),
     (["--seconds", "0"], "--seconds must be > 0"),
@@ -102,7 +111,8 @@ def test_smoke_run_of_one_table(tmp_path):
     assert row["n_train"] == 275 and row["n_holdout"] == 69
     assert set(row["methods"]) == set(tabular.METHODS)
     for method, result in row["methods"].items():
-        keys = {"fit_seconds", "sample_seconds", "peak_rss_mb", "kept_bytes", "scores", "invalid_samples"}
+        keys = {"fit_seconds", "sample_seconds", "peak_rss_mb", "kept_bytes", "scores", "invalid_samples",
+                "out_of_range"}
         assert keys <= set(result)
         assert result["peak_rss_mb"] > 0 and result["invalid_samples"] == 0
         scores = result["scores"]
