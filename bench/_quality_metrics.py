@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from learner.evaluation import _sq_dists
+from learner.evaluation import _sq_dists, classifier_auc  # noqa: F401 (re-exported for the bench)
 from sketch_store.scale import median_heuristic
 
 #: Bandwidth factors × the reference rows' median pairwise distance.
@@ -116,19 +116,3 @@ def mmd_ratio(references: np.ndarray | Sequence[np.ndarray], candidates: np.ndar
     den = np.mean([mmd2_v(c1, c2, h) for c1, c2 in controls], axis=0)
     return RatioResult(ratio=float(num.mean() / den.mean()), mmd2=float(num.mean()), null=float(den.mean()),
                        per_bandwidth=tuple(float(v) for v in num / den), bandwidths=tuple(float(v) for v in h))
-
-
-def classifier_auc(reference: np.ndarray, candidate: np.ndarray, folds: int = 5, seed: int = 0) -> float:
-    """Out-of-fold ROC AUC of a classifier telling ``candidate`` rows from ``reference`` rows (0.5 = same law)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    if not np.all(np.isfinite(candidate)):
-        return 1.0
-    x = np.vstack([np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)])
-    y = np.r_[np.zeros(len(reference)), np.ones(len(candidate))]
-    clf = HistGradientBoostingClassifier(early_stopping=False, random_state=seed)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    p = cross_val_predict(clf, x, y, cv=cv, method="predict_proba")[:, 1]
-    return float(roc_auc_score(y, p))

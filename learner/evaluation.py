@@ -6,6 +6,8 @@
   ``(k(0) − E k(x, x'))(1/n_A + 1/n_B)`` (the analogue of docs/design.md §1's null
   level). About 1 means indistinguishable at these sample sizes; 10 means the
   discrepancy is ten times the sampling noise.
+* :func:`classifier_auc`: the out-of-fold ROC AUC of gradient-boosted trees telling the two sets
+  apart (0.5 = they cannot; needs scikit-learn, the ``report`` extra).
 * :func:`sliced_wasserstein`: ``SW₂ = (mean over random unit directions θ of
   W₂²(θᵀA, θᵀB))^{1/2}``, each 1-D W₂ from sorted projections (quantiles).
 
@@ -29,7 +31,7 @@ import dataclasses
 
 import numpy as np
 
-from sketch_store.errors import DataError
+from sketch_store.errors import DataError, SketchgenError
 from sketch_store.scale import median_heuristic, pilot_sample
 
 BANDWIDTH_FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0)
@@ -105,3 +107,22 @@ def sliced_wasserstein(
     qa = np.quantile(a @ theta, q, axis=0)
     qb = np.quantile(b @ theta, q, axis=0)
     return float(np.sqrt(np.mean((qa - qb) ** 2)))
+
+
+def classifier_auc(reference: np.ndarray, candidate: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """Out-of-fold ROC AUC of a classifier telling ``candidate`` rows from ``reference`` rows (0.5 = same law)."""
+    try:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    except ImportError:
+        raise SketchgenError("the classifier two-sample AUC needs scikit-learn: "
+                             "pip install 'sketchgen[report]'") from None
+    if not np.all(np.isfinite(candidate)):
+        return 1.0
+    x = np.vstack([np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)])
+    y = np.r_[np.zeros(len(reference)), np.ones(len(candidate))]
+    clf = HistGradientBoostingClassifier(early_stopping=False, random_state=seed)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    p = cross_val_predict(clf, x, y, cv=cv, method="predict_proba")[:, 1]
+    return float(roc_auc_score(y, p))
