@@ -17,6 +17,7 @@ from sketch_store.errors import SketchgenError
 from sketchgen.demo import add_demo_command
 from sketchgen.offline import add_offline_commands
 from sketchgen.produce import add_produce_command
+from sketchgen.report_command import add_report_command
 from sketchgen.schema_command import add_schema_command
 from sketchgen.streaming import add_streaming_commands
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_produce_command(sub)
     add_demo_command(sub)
     add_schema_command(sub)
+    add_report_command(sub)
     return parser
 
 

@@ -180,13 +180,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise DataError(f"-n must be >= 1, got {args.n}")
-    ckpt = load_model_dir(args.model) if Path(args.model).exists() else stream_checkpoint(args)
+    ckpt = load_model(args)
     samples = ckpt.sample(args.n, seed=args.seed)
     if ckpt.encoder is not None:
         write_records(args.out, ckpt.encoder, samples)
     else:
         save_samples(args.out, samples)
     return 0
+
+
+def load_model(args: argparse.Namespace) -> Checkpoint:
+    """The model ``args.model`` names: a model directory if that path exists, else a stream's latest checkpoint."""
+    return load_model_dir(args.model) if Path(args.model).exists() else stream_checkpoint(args)
 
 
 def stream_checkpoint(args: argparse.Namespace) -> Checkpoint:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 Record = Mapping[str, object]
 
+TABLE = "records"  # SDMetrics' reports take named tables; ours is the one table of the schema
 SDTYPES = {"float": "numerical", "int": "numerical", "bool": "boolean", "category": "categorical"}
 
 
@@ -51,7 +52,7 @@ class MissingExtraError(SketchgenError):
 
 def _sdmetrics_report():
     try:
-        from sdmetrics.reports.single_table import QualityReport
+        from sdmetrics.reports import QualityReport
     except ImportError:
         raise MissingExtraError("sketchgen report needs the optional SDMetrics extra: "
                                  "pip install 'sketchgen[report]'") from None
@@ -94,8 +95,8 @@ def _frame(records: Sequence[Record], schema: Schema):
 def sdmetrics_scores(real: Sequence[Record], synthetic: Sequence[Record], schema: Schema) -> dict[str, object]:
     """SDMetrics' quality report: overall, column shapes, column pair trends, and one score per field."""
     report = _sdmetrics_report()()
-    metadata = {"columns": {f.name: {"sdtype": SDTYPES[f.type]} for f in schema.fields}}
-    report.generate(_frame(real, schema), _frame(synthetic, schema), metadata, verbose=False)
+    metadata = {"tables": {TABLE: {"columns": {f.name: {"sdtype": SDTYPES[f.type]} for f in schema.fields}}}}
+    report.generate({TABLE: _frame(real, schema)}, {TABLE: _frame(synthetic, schema)}, metadata, verbose=False)
     props = report.get_properties().set_index("Property")["Score"]
     shapes = report.get_details("Column Shapes")
     columns = [{"field": str(row["Column"]), "metric": str(row["Metric"]), "score": _num(row["Score"])}
