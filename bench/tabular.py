@@ -13,8 +13,8 @@ wall time and peak resident memory are its own; every process on one thread):
 SDV gets metadata written from the same schema ours infers (category → categorical, bool → boolean, int/float
 → numerical), so every method models the same field types. Each method samples as many rows as the holdout,
 and is scored against the holdout by :func:`sketchgen.quality_report.quality_scores` (same schema, same seed;
-docs/learner.md, "Quality report"). What each keeps: our sketch file vs the training table as CSV (SDV's fitted model is also
-saved and its size recorded). Outputs: a printed table, docs/bench/tabular.md and docs/bench/tabular.json.
+docs/learner.md, "Quality report"). What each keeps: our sketch file vs the training table as CSV (SDV's fitted
+model is also saved and its size recorded). Outputs: a printed table, docs/bench/tabular.md and docs/bench/tabular.json.
 
 Run: ``nice -n 19 .venv/bin/python bench/tabular.py`` (about 30–40 min at T = 180 s; needs the ``tabular``
 and ``report`` extras). In two steps: ``--train-only --workdir W`` then ``--score-only --workdir W``
@@ -400,8 +400,8 @@ miss and it is refitted once; the note gives the epochs used). Every method runs
 "fit s" is ours' sketch + fit wall time (the CLI processes, start-up included) and SDV's `fit` call; "peak MB" is the
 largest resident set of the method's processes. "keeps" is what a method holds to learn from: our sketch file, or the
 training table as CSV for SDV (its fitted model's size is in the note). Scores
-(`sketchgen.quality_report.quality_scores`, docs/learner.md "Quality report") compare the samples with the holdout under the training
-schema: SDMetrics' quality report (overall, column shapes, column pair trends; higher is better, 1 is best), the MMD
+(`sketchgen.quality_report.quality_scores`, docs/learner.md "Quality report") compare the samples with the holdout
+under the training schema: SDMetrics' quality report (overall, column shapes, column pair trends; higher is better, 1 is best), the MMD
 ratio (1 is as close as a second draw of the real data; lower is better) and a classifier's AUC telling real from
 synthetic (0.5 is indistinguishable; lower is better). "out of range" is the share of the samples' numeric cells
 outside the training rows' [min, max] of their field (SDV clips to that range by default; ours does not)."""
