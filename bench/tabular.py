@@ -402,7 +402,8 @@ largest resident set of the method's processes. "keeps" is what a method holds t
 training table as CSV for SDV (its fitted model's size is in the note). Scores
 (`sketchgen.quality_report.quality_scores`, docs/learner.md "Quality report") compare the samples with the holdout
 under the training schema: SDMetrics' quality report (overall, column shapes, column pair trends; higher is
-better, 1 is best), the MMD ratio (1 is as close as a second draw of the real data; lower is better) and a classifier's AUC telling real from
+better, 1 is best), the MMD ratio (1 is as close as a second draw of the real data; lower is better) and a
+classifier's AUC telling real from
 synthetic (0.5 is indistinguishable; lower is better). "out of range" is the share of the samples' numeric cells
 outside the training rows' [min, max] of their field (SDV clips to that range by default; ours does not)."""
 
