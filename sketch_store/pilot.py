@@ -124,19 +124,21 @@ def typed_spec_from_pilot(
     kernel: str = DEFAULT_KERNEL,
     sigma: float | None = None,
     unknown: UnknownPolicy = "reject",
+    keep_ranges: bool = False,
 ) -> SketchSpec:
     """A typed spec from pilot ``records`` (typed values, e.g. :func:`parse_text_record`'s output) of ``schema``.
 
     Fits the encoding's means and stds on the pilot (:func:`fit_encoding_stats`), encodes it to ``u ∈ R^D``
     and designs Ω on ``u`` with :func:`spec_from_pilot` without standardising again (docs/design.md §1, "Typed
     records"), then attaches schema and encoding. A schema of plain float fields gives today's numeric spec
-    (the records' vectors in schema order, standardised, no schema stored). A bad record raises
+    (the records' vectors in schema order, standardised, no schema stored). ``keep_ranges`` makes decoding clip
+    each numeric field to its pilot range (:func:`fit_encoding_stats`). A bad record raises
     :class:`~sketch_store.typed_encoding.RecordError` naming it.
     """
     if schema.is_numeric:
         raw = Encoder(schema, EncodingStats({n: (0.0, 1.0) for n in schema.names})).encode_many(records)
         return spec_from_pilot(raw, m=m, law=law, sigma=sigma, seed=seed, name=name, kernel=kernel)
-    stats = fit_encoding_stats(schema, records, unknown=unknown)
+    stats = fit_encoding_stats(schema, records, unknown=unknown, keep_ranges=keep_ranges)
     encoded = Encoder(schema, stats).encode_many(records)
     spec = spec_from_pilot(encoded, m=m, law=law, sigma=sigma, seed=seed, standardize=False, name=name,
                            kernel=kernel)

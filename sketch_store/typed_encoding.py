@@ -249,11 +249,15 @@ class EncodingStats:
     """Everything an :class:`Encoder` needs besides the schema: per numeric field its mean and std, ``c``, the policy.
 
     ``numeric`` maps each float/int field's name to ``(mean, std)``; stored as JSON (:meth:`to_json`).
+    ``ranges`` optionally maps some of them to the ``(min, max)`` that decoded values are clipped to (the whole
+    data's range when a file is sketched offline; docs/design.md §1, "Typed records"); empty for a stream, whose
+    values may move past its pilot's.
     """
 
     numeric: Mapping[str, tuple[float, float]]
     category_scale: float = DEFAULT_CATEGORY_SCALE
     unknown: UnknownPolicy = "reject"
+    ranges: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.numeric, Mapping):
@@ -267,11 +271,17 @@ class EncodingStats:
         if self.unknown not in UNKNOWN_POLICIES:
             raise SpecError(f"encoding stats: unknown must be one of {', '.join(UNKNOWN_POLICIES)}, "
                             f"got {short_repr(self.unknown)}")
+        if not isinstance(self.ranges, Mapping):
+            raise SpecError(f"encoding stats: ranges must map field names to (min, max), got {short_repr(self.ranges)}")
+        object.__setattr__(self, "ranges", {str(k): _range(k, v, self.numeric) for k, v in self.ranges.items()})
 
     def to_dict(self) -> dict[str, object]:
         """``{"category_scale": c, "unknown": …, "numeric": {name: {"mean": μ, "std": s}}}`` (fields in order)."""
-        return {"category_scale": self.category_scale, "unknown": self.unknown,
-                "numeric": {k: {"mean": m, "std": s} for k, (m, s) in self.numeric.items()}}
+        out: dict[str, object] = {"category_scale": self.category_scale, "unknown": self.unknown,
+                                  "numeric": {k: {"mean": m, "std": s} for k, (m, s) in self.numeric.items()}}
+        if self.ranges:  # only when set: specs without ranges keep their fingerprints
+            out["range"] = {k: [lo, hi] for k, (lo, hi) in self.ranges.items()}
+        return out
 
     def to_json(self) -> str:
         """JSON text of :meth:`to_dict`; floats are written exactly (shortest round-trip repr)."""
@@ -282,9 +292,10 @@ class EncodingStats:
         """Inverse of :meth:`to_dict`; unknown keys and bad values raise :class:`SpecError`."""
         if not isinstance(obj, dict):
             raise SpecError(f"encoding stats must be a JSON object, got {type(obj).__name__}")
-        unknown = sorted(set(obj) - {"category_scale", "unknown", "numeric"})
+        unknown = sorted(set(obj) - {"category_scale", "unknown", "numeric", "range"})
         if unknown or "numeric" not in obj:
-            raise SpecError(f"encoding stats: expected keys category_scale, unknown, numeric; got {sorted(obj)}")
+            raise SpecError(f"encoding stats: expected keys category_scale, unknown, numeric (and range); "
+                            f"got {sorted(obj)}")
         numeric = obj["numeric"]
         if not isinstance(numeric, dict):
             raise SpecError(f"encoding stats: numeric must be an object, got {type(numeric).__name__}")
@@ -294,7 +305,10 @@ class EncodingStats:
                 raise SpecError(f"encoding stats: field {name!r} must be {{\"mean\": …, \"std\": …}}, "
                                 f"got {short_repr(item)}")
             pairs[name] = (item["mean"], item["std"])
-        return cls(pairs, obj.get("category_scale", DEFAULT_CATEGORY_SCALE), obj.get("unknown", "reject"))
+        ranges = obj.get("range", {})
+        if not isinstance(ranges, dict):
+            raise SpecError(f"encoding stats: range must be an object, got {type(ranges).__name__}")
+        return cls(pairs, obj.get("category_scale", DEFAULT_CATEGORY_SCALE), obj.get("unknown", "reject"), ranges)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> EncodingStats:
@@ -320,10 +334,25 @@ def _mean_std(name: object, pair: object) -> tuple[float, float]:
     return float(mean), float(std)
 
 
+def _range(name: object, pair: object, numeric: Mapping[str, tuple[float, float]]) -> tuple[float, float]:
+    """A finite ``(min, max)`` with min <= max for a numeric field, or :class:`SpecError` naming the field."""
+    try:
+        lo, hi = pair  # type: ignore[misc]
+        ok = all(not _is_bool(v) and isinstance(v, numbers.Real) and math.isfinite(v) for v in (lo, hi)) and lo <= hi
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok or name not in numeric:
+        raise SpecError(f"encoding stats: the range of {name!r} must be [min, max] of finite numbers, min <= max, "
+                        f"for a float or int field; got {short_repr(pair)}")
+    return float(lo), float(hi)
+
+
 def fit_encoding_stats(schema: Schema, records: Iterable[Mapping[str, object]], *,
                        category_scale: float = DEFAULT_CATEGORY_SCALE,
-                       unknown: UnknownPolicy = "reject") -> EncodingStats:
+                       unknown: UnknownPolicy = "reject", keep_ranges: bool = False) -> EncodingStats:
     """Mean and population std of each float/int field over the pilot's non-null values (std 0 → 1).
+
+    ``keep_ranges`` also keeps each numeric field's ``(min, max)`` over them, which decoding clips to.
 
     Every record is validated as :meth:`Encoder.encode` would; a bad one raises :class:`RecordError`
     naming the record (1-based).
@@ -343,14 +372,15 @@ def fit_encoding_stats(schema: Schema, records: Iterable[Mapping[str, object]], 
         n += 1
     if n == 0:
         raise DataError("no pilot records to fit the encoding on")
-    numeric = {}
+    numeric, ranges = {}, {}
     for name, column in values.items():
         if not column:
             raise DataError(f"field {name!r} is null in every pilot record: its mean and std cannot be fitted")
         arr = np.asarray(column, dtype=np.float64)
         mean, std = float(arr.mean()), float(arr.std())
         numeric[name] = (mean, std if std > 0 and math.isfinite(std) else 1.0)
-    return EncodingStats(numeric, policy.category_scale, policy.unknown)
+        ranges[name] = (float(arr.min()), float(arr.max()))
+    return EncodingStats(numeric, policy.category_scale, policy.unknown, ranges if keep_ranges else {})
 
 
 # -- the encoder ----------------------------------------------------------------------------------------
@@ -472,7 +502,8 @@ class Encoder:
     def decode_many(self, u: np.ndarray, nested: bool = True) -> list[dict[str, object]]:
         """Typed records of the rows of ``u`` (N, dim): inverse of :meth:`encode_many` on its image.
 
-        Numeric ``u·s + μ`` (rounded to an int for an int field), bool ``u > 0``, category the arg-max slot, null
+        Numeric ``u·s + μ`` (clipped to the field's range if the stats keep one, rounded to an int for an int
+        field), bool ``u > 0``, category the arg-max slot, null
         when the indicator exceeds half its null value (for a category, when the null slot is the arg-max).
         ``nested`` builds nested objects for dotted names; otherwise keys are the dotted names.
         """
@@ -503,6 +534,8 @@ class Encoder:
                 raw = part[:, 0] * std + mean
             if not np.all(np.isfinite(raw)):
                 raise DataError(f"field {field.name!r}: decoded values overflow")
+            if field.name in self.stats.ranges:
+                raw = np.clip(raw, *self.stats.ranges[field.name])
             values = [int(v) for v in np.rint(raw)] if field.type == "int" else [float(v) for v in raw]
         if field.nullable:
             nulls = part[:, -1] > block.null_mark / 2

@@ -62,6 +62,8 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", choices=KERNELS, default=DEFAULT_KERNEL,
                    help=f"a ladder of scales read off the data, or one σ (default {DEFAULT_KERNEL}: docs/design.md §1)")
     p.add_argument("--no-standardize", action="store_true", help="use the data's raw units (no mean/std scaling)")
+    p.add_argument("--no-clip", action="store_true", help="typed records: let generated numbers leave the data's "
+                   "[min, max] (default: clipped to it)")
     p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
     add_connection_args(p, kafka=False, redis=False)
     p.set_defaults(func=cmd_sketch)
@@ -122,7 +124,8 @@ def cmd_sketch(args: argparse.Namespace) -> int:
     if reads_records(args.data, args.schema):
         start = time.perf_counter()
         spec, x = typed_sketch_input(args.data, args.schema, m=args.m, law=args.law, sigma=args.sigma,
-                                     seed=args.seed, kernel=args.kernel, standardize=not args.no_standardize)
+                                     seed=args.seed, kernel=args.kernel, standardize=not args.no_standardize,
+                                     keep_ranges=not args.no_clip)
     else:
         x = load_data(args.data)
         start = time.perf_counter()

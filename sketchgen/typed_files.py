@@ -177,12 +177,14 @@ def typed_sketch_input(
     standardize: bool = True,
     unknown: UnknownPolicy = "reject",
     name: str | None = None,
+    keep_ranges: bool = False,
 ) -> tuple[SketchSpec, np.ndarray]:
     """The spec and the rows to sketch of a ``.csv``/``.jsonl`` file of records: ``sketch`` and ``create``'s pilot.
 
     A typed schema gives a typed spec from all records (:func:`typed_spec_from_pilot`, with the ``unknown``
     category policy) and the encoded rows; a schema of plain floats gives today's numeric spec over the records'
-    vectors in schema order. The spec is named ``name``, else after the file.
+    vectors in schema order. The spec is named ``name``, else after the file; ``keep_ranges`` clips decoded
+    numbers to the records' range (right when the file is all the data, as for ``sketch``).
     """
     p = Path(path)
     schema = resolve_schema(p, schema_file)
@@ -199,7 +201,7 @@ def typed_sketch_input(
                                    name=name or p.stem, kernel=kernel)
             return spec, rows
         spec = typed_spec_from_pilot(records, schema, m=m, law=law, seed=seed, name=name or p.stem, kernel=kernel,
-                                     sigma=sigma, unknown=unknown)
+                                     sigma=sigma, unknown=unknown, keep_ranges=keep_ranges)
     except DataError as exc:  # e.g. too few records to design the kernel from
         raise DataError(f"{p}: {exc}") from None
     return spec, spec.encoder.encode_many(records)  # type: ignore[union-attr]

@@ -398,6 +398,37 @@ def test_stats_round_trip_as_json_exactly():
     assert "pickle" not in text and text.isascii()
 
 
+def test_kept_ranges_clip_decoded_numbers_and_round_trip():
+    records = [{**BASE, "carat": 0.5, "price": 400}, {**BASE, "carat": 1.5, "price": 9000, "depth": None}]
+    kept = fit_encoding_stats(SCHEMA, records, keep_ranges=True)
+    assert kept.ranges == {"carat": (0.5, 1.5), "price": (400.0, 9000.0), "depth": (61.0, 61.0),
+                           "seller.rating": (3.0, 3.0)}
+    assert fit_encoding_stats(SCHEMA, records).ranges == {}
+    assert "range" not in fit_encoding_stats(SCHEMA, records).to_json()  # old specs keep their fingerprints
+    assert EncodingStats.from_json(kept.to_json()) == kept
+    enc, free = Encoder(SCHEMA, kept), Encoder(SCHEMA, fit_encoding_stats(SCHEMA, records))
+    u = enc.encode_many(records)
+    far = u.copy()
+    far[:, 0] = [-50.0, 50.0]  # carat far below and above the data
+    far[:, 5] = [-50.0, 50.0]  # price too
+    clipped = enc.decode_many(far)
+    assert [r["carat"] for r in clipped] == [0.5, 1.5] and [r["price"] for r in clipped] == [400, 9000]
+    assert [r["carat"] < 0.5 or r["carat"] > 1.5 for r in free.decode_many(far)] == [True, True]
+    assert [r["carat"] for r in enc.decode_many(u)] == pytest.approx([0.5, 1.5])  # inside: unchanged
+
+
+@pytest.mark.parametrize(("ranges", "message"), [
+    ({"carat": (2.0, 1.0)}, "min <= max"),
+    ({"carat": (0.0, math.inf)}, "finite"),
+    ({"carat": (True, 2.0)}, "finite numbers"),
+    ({"carat": 1.0}, "the range of 'carat'"),
+    ({"cut": (0.0, 1.0)}, "for a float or int field"),
+])
+def test_bad_ranges_are_refused(ranges, message):
+    with pytest.raises(SpecError, match=message):
+        EncodingStats(STATS.numeric, ranges=ranges)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("{", "not valid JSON"),
     ("[]", "must be a JSON object"),
@@ -413,6 +444,8 @@ def test_stats_round_trip_as_json_exactly():
     ('{"numeric": {}, "category_scale": -1}', "category_scale must be"),
     ('{"numeric": {}, "category_scale": true}', "category_scale must be"),
     ('{"numeric": {}, "unknown": "ignore"}', "unknown must be one of"),
+    ('{"numeric": {"a": {"mean": 0, "std": 1}}, "range": []}', "range must be an object"),
+    ('{"numeric": {"a": {"mean": 0, "std": 1}}, "range": {"b": [0, 1]}}', "the range of 'b'"),
 ])
 def test_bad_stats_json_is_refused(text, message):
     with pytest.raises(SpecError, match=message):

@@ -166,6 +166,22 @@ def test_sampled_shares_and_null_rate_match_the_data(pipeline):
     assert np.corrcoef([r["carat"] for r in samples], [r["price"] for r in samples])[0, 1] > 0.7
 
 
+def test_sampled_numbers_stay_in_the_data_range_unless_no_clip(pipeline):
+    work, data = pipeline
+    samples = [json.loads(line) for line in (work / "s.jsonl").read_text().splitlines()]
+    for name in ("carat", "price", "depth"):
+        values = [r[name] for r in data if r[name] is not None]
+        got = [r[name] for r in samples if r[name] is not None]
+        assert min(values) <= min(got) and max(got) <= max(values), name
+    clipped, _ = load_sketch(work / "d.npz")
+    assert set(clipped.encoding.ranges) == {"carat", "price", "depth"}
+    assert run("sketch", str(work / "diamonds.csv"), "--schema", str(work / "schema.json"), "--out",
+               str(work / "free.npz"), "--m", M, "--no-clip") == 0
+    free = SketchSpec.from_arrays(np.load(work / "free.npz"))
+    assert free.encoding.ranges == {}
+    assert free.fingerprint != clipped.fingerprint
+
+
 def test_sample_to_stdout_is_csv_records(pipeline, capsys):
     work, _ = pipeline
     capsys.readouterr()
