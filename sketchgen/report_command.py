@@ -18,6 +18,7 @@ import numpy as np
 
 from learner.checkpoint import Checkpoint
 from sketch_store.errors import DataError
+from sketch_store.schema import Schema
 from sketchgen.datafiles import load_data
 from sketchgen.offline import load_model
 from sketchgen.quality_report import numeric_schema, quality_scores, vectors_as_records
@@ -41,7 +42,7 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def holdout_records(ckpt: Checkpoint, path: Path) -> tuple[list[dict], object]:
+def holdout_records(ckpt: Checkpoint, path: Path) -> tuple[list[dict], Schema]:
     """The holdout as records of the model's schema (a numeric model: vectors named x0 … x{d-1})."""
     if ckpt.encoder is not None:
         return read_checked_records(path, ckpt.encoder.schema), ckpt.encoder.schema
@@ -53,7 +54,7 @@ def holdout_records(ckpt: Checkpoint, path: Path) -> tuple[list[dict], object]:
     return vectors_as_records(x, schema), schema
 
 
-def sampled_records(ckpt: Checkpoint, n: int, seed: int, schema) -> list[dict]:
+def sampled_records(ckpt: Checkpoint, n: int, seed: int, schema: Schema) -> list[dict]:
     """``n`` samples of the model as records (decoded by its encoder, or named vectors)."""
     rows = ckpt.sample(n, seed=seed)
     if not np.all(np.isfinite(rows)):
