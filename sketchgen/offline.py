@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from learner.checkpoint import Checkpoint, load_checkpoint, load_model_dir, save_model_dir
+from learner.checkpoint import MODEL_FILE, Checkpoint, load_checkpoint, load_model_dir, save_model_dir
 from learner.generator import GeneratorConfig, parse_hidden
 from learner.trainer import TrainConfig, Trainer
 from sketch_store.errors import DataError, SketchgenError
@@ -193,8 +193,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def load_model(args: argparse.Namespace) -> Checkpoint:
-    """The model ``args.model`` names: a model directory if that path exists, else a stream's latest checkpoint."""
-    return load_model_dir(args.model) if Path(args.model).exists() else stream_checkpoint(args)
+    """The model ``args.model`` names: a model file or a directory holding one, else a stream's latest checkpoint.
+
+    A directory without a model (say ``bench/`` beside a stream named ``bench``) does not hide the stream.
+    """
+    path = Path(args.model)
+    return load_model_dir(path) if path.is_file() or (path / MODEL_FILE).is_file() else stream_checkpoint(args)
 
 
 def stream_checkpoint(args: argparse.Namespace) -> Checkpoint:

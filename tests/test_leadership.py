@@ -259,3 +259,22 @@ def test_a_malformed_saved_time_is_one_checkpoint_error(client, saved):
     client.hset(StreamKeys(name).checkpoint, mapping={**GOOD_RECORD, "saved": saved})
     with pytest.raises(CheckpointError):
         CheckpointStore(client, name).saved_at()
+
+
+def test_cli_samples_a_stream_named_like_a_directory(client, redis_server, tmp_path, monkeypatch):
+    """`sample NAME` reads the stream when NAME is also a directory here that holds no model."""
+    from sketch_store.redis_store import SketchStore
+    from sketchgen.cli import main
+
+    name = stream()
+    (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = SketchSpec.create(d=2, m=8, seed=0, name=name)
+    SketchStore(client).create_stream(spec)
+    lease = Lease(client, name, "a", ttl=5)
+    assert lease.acquire()
+    trainer = Trainer(spec, GeneratorConfig(latent=2, hidden=(4,), output=2))
+    CheckpointStore(client, name).save(lease, checkpoint_bytes(trainer), spec.fingerprint, steps=0, sketch_count=0,
+                                       incarnation=SketchStore(client).incarnation(name))
+    assert main(["sample", name, "-n", "20", "--out", "s.npy", "--redis", redis_server.url]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (20, 2)
