@@ -180,7 +180,7 @@ class Flusher:
             try:
                 status = self.ownership.store.flush(
                     self.ownership.stream, owned.claim, buf.from_offset, buf.next_offset, buf.total, buf.count,
-                    buf.bucket_deltas(),
+                    buf.bucket_deltas(), bounds=buf.bounds,
                 )
                 self.metrics.flushes.inc()
                 if status == "duplicate":

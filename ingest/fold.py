@@ -15,6 +15,8 @@ Example
 >>> (result,) = fold_batch([Job(values=[b"[1, 2]", b"oops"], headers=None, timestamps_ms=[5000, 5000])])
 >>> [(start, n) for start, _, n in result.buckets], [(i, reason) for i, reason, _ in result.rejects]
 ([(0, 1)], [(1, 'invalid_json')])
+>>> result.bounds.lo.tolist(), result.bounds.hi.tolist()
+([1.0, 2.0], [1.0, 2.0])
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ingest.decode import (
     decode_typed_value,
     decode_value,
 )
+from sketch_store.bounds import Bounds
 from sketch_store.features import FeatureMap
 from sketch_store.spec import SketchSpec
 
@@ -76,10 +79,12 @@ class Job:
 
 @dataclasses.dataclass
 class Folded:
-    """Per fine bucket ``(start, feature sum, rows)``, and ``(record index, reason, detail)`` rejects."""
+    """Per fine bucket ``(start, feature sum, rows)``, ``(record index, reason, detail)`` rejects, and the
+    coordinate bounds of all the rows (None when there are none)."""
 
     buckets: list[tuple[int, np.ndarray, int]]
     rejects: list[tuple[int, str, str]]
+    bounds: Bounds | None = None
 
 
 _state: dict[str, object] = {}
@@ -136,15 +141,16 @@ def fold_batch(jobs: list[Job]) -> list[Folded]:
     out = []
     for job in jobs:
         rows, times, rejects = decode_job(job, spec, _state["max_bytes"])  # type: ignore[arg-type]
-        buckets = []
+        buckets, bounds = [], None
         if rows.shape[0]:
+            bounds = Bounds.of(rows)
             starts = (np.floor(times / fine) * fine).astype(np.int64)
             uniq = np.unique(starts)
             groups = [(uniq[0], rows)] if uniq.size == 1 else [(s, rows[starts == s]) for s in uniq]
             for start, group in groups:
                 total, n = fmap.feature_sum(group, validate=False)
                 buckets.append((int(start), total, n))
-        out.append(Folded(buckets, rejects))
+        out.append(Folded(buckets, rejects, bounds))
     return out
 
 

@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from sketch_store.bounds import Bounds
 from sketch_store.redis_store import LEVELS, BucketConfig, BucketDelta
 
 
@@ -40,6 +41,7 @@ class PartitionBuffer:
         self.buckets = buckets
         self.total = np.zeros(2 * m)
         self.count = 0
+        self.bounds: Bounds | None = None  # coordinate bounds of the rows added (None before the first)
         self._by_bucket: dict[tuple[str, int], list] = {}
 
     @property
@@ -57,6 +59,10 @@ class PartitionBuffer:
             entry = self._by_bucket.setdefault((level, start), [np.zeros(2 * self.m), 0])
             entry[0] += feature_sum
             entry[1] += count
+
+    def widen(self, bounds: Bounds) -> None:
+        """Take in the coordinate bounds of rows added (:meth:`add`): ``lo = min(lo, lo')``, ``hi = max(hi, hi')``."""
+        self.bounds = bounds if self.bounds is None else self.bounds.merge(bounds)
 
     def start_at(self, offset: int) -> None:
         """Anchor a buffer created without a stored offset at the first offset it consumes."""
@@ -92,4 +98,5 @@ class PartitionBuffer:
         self.from_offset = self.next_offset
         self.total = np.zeros(2 * self.m)
         self.count = 0
+        self.bounds = None
         self._by_bucket.clear()

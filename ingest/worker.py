@@ -467,6 +467,8 @@ class IngestWorker:
             for start, total, n in folded.buckets:
                 buf.add(total, n, float(start))
                 self._pending_rows += n
+            if folded.bounds is not None:
+                buf.widen(folded.bounds)
             buf.advance(records[-1].offset + 1)
 
     def _dead_letter(self, owned: OwnedPartition, record, exc: RecordError) -> None:

@@ -193,11 +193,12 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _typed_meta(trainer: Trainer) -> dict[str, object] | None:
-    """``{"schema": …, "encoding": …}`` of a typed spec (JSON objects), None for a numeric one."""
-    spec = trainer.spec
-    if spec.schema is None or spec.encoding is None:
+    """``{"schema": …, "encoding": …}`` of a typed spec (JSON objects; the encoding with the ranges its samples are
+    clipped to, :attr:`Trainer.decoder`), None for a numeric one."""
+    decoder = trainer.decoder
+    if decoder is None:
         return None
-    return {"schema": spec.schema.to_dict(), "encoding": spec.encoding.to_dict()}
+    return {"schema": decoder.schema.to_dict(), "encoding": decoder.stats.to_dict()}
 
 
 def _typed_encoder(raw: object, output: int) -> Encoder | None:

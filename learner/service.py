@@ -265,12 +265,15 @@ class LearnerService:
         return True
 
     def _target(self) -> Sketch:
+        """The sketch trained towards; a typed stream's window or decayed target carries the all-time bounds."""
         kind, seconds = parse_target(self.config.target)
+        if kind == "all":
+            return self.store.read_total(self.stream)
         if kind == "window":
-            return self.store.read_window(self.stream, seconds)
-        if kind == "halflife":
-            return self.store.read_decayed(self.stream, seconds)
-        return self.store.read_total(self.stream)
+            sketch = self.store.read_window(self.stream, seconds)
+        else:
+            sketch = self.store.read_decayed(self.stream, seconds)
+        return self.store.with_bounds(self.stream, sketch) if self.spec.encoder is not None else sketch
 
     def _checkpoint(self) -> None:
         """Write the trainer's checkpoint, refused by Redis unless we lead the trainer's incarnation."""

@@ -90,7 +90,7 @@ class ServedModel:
         for parameter in generator.parameters():
             parameter.grad = None
         return cls(generator, trainer.spec.mean.copy(), trainer.spec.std.copy(), trainer.spec.fingerprint,
-                   incarnation, trainer.steps, trainer.spec.encoder)
+                   incarnation, trainer.steps, trainer.decoder)
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, incarnation: str) -> ServedModel:

@@ -40,6 +40,7 @@ from sketch_store.errors import SketchgenError, SpecMismatchError
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 from sketch_store.torch_features import TorchFeatureMap
+from sketch_store.typed_encoding import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,15 @@ class Trainer:
         if self.ema is not None and int(self.ema.n_averaged) > 0:
             return self.ema.module  # type: ignore[return-value]
         return self.generator
+
+    @property
+    def decoder(self) -> Encoder | None:
+        """The encoder a typed model's samples decode with: the spec's, clipping each numeric field to the range
+        the target's rows span when their bounds are known (docs/design.md §1); None for a numeric spec."""
+        encoder = self.spec.encoder
+        if encoder is None or self.target is None:
+            return encoder
+        return encoder.clipped_to(self.target.bounds)
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """``n`` samples in the data's original units (standardisation undone; a typed spec's blocks sampled)."""

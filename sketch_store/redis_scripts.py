@@ -116,6 +116,50 @@ local function add_into(key, delta)
 end
 """
 
+# The coordinate bounds of a partition: fields lo and hi, float64 byte strings of one length.
+# check_bounds: nil if the stored ones are absent or as long as the delta's `lo` (when it has any).
+# widen_bounds (after check_bounds, before the count is raised): lo = min(lo, delta lo), hi likewise;
+# without stored bounds, the delta's become them only if the partition has counted no row yet.
+_BOUNDS = """
+-- op(a_j, b_j) for every double of the equally long byte strings a and b, 64 per struct call
+local function elementwise(a, b, op)
+  local n, out, pos, i = #a / 8, {}, 1, 1
+  while i <= n do
+    local k = math.min(64, n - i + 1)
+    local fmt = '<' .. string.rep('d', k)
+    local x, y = {struct.unpack(fmt, a, pos)}, {struct.unpack(fmt, b, pos)}
+    for j = 1, k do x[j] = op(x[j], y[j]) end
+    out[#out + 1] = struct.pack(fmt, unpack(x, 1, k))
+    pos = pos + 8 * k
+    i = i + k
+  end
+  return table.concat(out)
+end
+local function check_bounds(key, lo)
+  local a, b = redis.call('HSTRLEN', key, 'lo'), redis.call('HSTRLEN', key, 'hi')
+  if a ~= b or (a ~= 0 and #lo ~= 0 and a ~= #lo) then
+    return corrupt('bounds', key, 'bounds are ' .. a .. ' and ' .. b .. ' bytes, expected ' .. #lo)
+  end
+  return nil
+end
+local function widen_bounds(key, lo, hi, count)
+  if tonumber(count) == 0 then return end
+  if #lo == 0 then
+    redis.call('HDEL', key, 'lo', 'hi')
+    return
+  end
+  local cur_lo = redis.call('HGET', key, 'lo')
+  if not cur_lo then
+    if tonumber(redis.call('HGET', key, 'count') or '0') == 0 then
+      redis.call('HSET', key, 'lo', lo, 'hi', hi)
+    end
+    return
+  end
+  local cur_hi = redis.call('HGET', key, 'hi')
+  redis.call('HSET', key, 'lo', elementwise(cur_lo, lo, math.min), 'hi', elementwise(cur_hi, hi, math.max))
+end
+"""
+
 #: KEYS: meta. ARGV: field, value, field, value, ...
 #: Returns 1 if created, 0 if the stream exists, {'badarg', detail} for an odd ARGV count.
 CREATE = """
@@ -185,21 +229,26 @@ return {'ok', text, redis.call('HGET', KEYS[2], 'next_offset') or '', inc}
 
 #: KEYS: meta, parts, part, then for each bucket: bucket key, bucket index key.
 #: ARGV: fingerprint, incarnation, member, epoch, from_offset, next_offset, now, sum, count,
-#:       then for each bucket: start, expire_at, prune_before, sum, count.
+#:       lo, hi, then for each bucket: start, expire_at, prune_before, sum, count.
 #: Applies the delta of offsets [from_offset, next_offset) to the partition and the buckets,
 #: only if the stream, its incarnation, the epoch and the stored next offset all match.
+#: lo and hi are the delta rows' coordinate bounds (float64 byte strings, both empty when the
+#: delta has no rows); the partition's fields lo/hi widen to them. They are kept only while
+#: they cover every row counted: a partition with rows but no bounds stays without, and a
+#: delta with rows but no bounds deletes them.
 #: Returns {'ok'} | {'duplicate'} | {'fenced', stored epoch} | {'offset', stored next} | {'missing'}
 #:       | {'spec', stored fingerprint} | {'recreated', stored incarnation}
 #:       | {'corrupt', kind, key, detail} | {'badarg', detail}; nothing is written unless 'ok'.
 FLUSH = (
     _CHECKS
     + _ADD_INTO
+    + _BOUNDS
     + """
 -- 1. arguments
 if #KEYS < 3 or (#KEYS - 3) % 2 ~= 0 then return badarg('FLUSH needs 3 keys plus 2 per bucket, got ' .. #KEYS) end
 local nb = (#KEYS - 3) / 2
-if #ARGV ~= 9 + 5 * nb then
-  return badarg(nb .. ' buckets need ' .. (9 + 5 * nb) .. ' arguments, got ' .. #ARGV)
+if #ARGV ~= 11 + 5 * nb then
+  return badarg(nb .. ' buckets need ' .. (11 + 5 * nb) .. ' arguments, got ' .. #ARGV)
 end
 for _, i in ipairs({4, 5, 6, 9}) do
   if not is_int(ARGV[i]) then return badarg('argument ' .. i .. ' is not an integer') end
@@ -208,8 +257,10 @@ if not is_num(ARGV[7]) then return badarg('now is not a number') end
 if tonumber(ARGV[6]) < tonumber(ARGV[5]) then return badarg('next_offset is below from_offset') end
 local delta = ARGV[8]
 if #delta == 0 or #delta % 8 ~= 0 then return badarg('the sum delta is ' .. #delta .. ' bytes') end
+local lo, hi = ARGV[10], ARGV[11]
+if #lo ~= #hi or #lo % 8 ~= 0 then return badarg('the bounds are ' .. #lo .. ' and ' .. #hi .. ' bytes') end
 for b = 1, nb do
-  local a = 9 + 5 * (b - 1)
+  local a = 11 + 5 * (b - 1)
   for _, i in ipairs({a + 1, a + 2, a + 3, a + 5}) do
     if not is_int(ARGV[i]) then return badarg('argument ' .. i .. ' of bucket ' .. b .. ' is not an integer') end
   end
@@ -236,6 +287,7 @@ if stored and stored ~= ARGV[5] then
 end
 -- 3. every stored value about to be updated
 err = check_sum(part, delta) or check_int_field(part, 'count') or check_type(KEYS[2], 'set')
+  or check_bounds(part, lo)
 if err then return err end
 for b = 1, nb do
   local bkey, ikey = KEYS[2 + 2 * b], KEYS[3 + 2 * b]
@@ -245,13 +297,14 @@ for b = 1, nb do
 end
 -- 4. writes: none of them can fail now
 add_into(part, delta)
+widen_bounds(part, lo, hi, ARGV[9])
 redis.call('HINCRBY', part, 'count', ARGV[9])
 redis.call('HSET', part, 'next_offset', ARGV[6], 'updated', ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'updated', ARGV[7])
 for b = 1, nb do
   local bkey, ikey = KEYS[2 + 2 * b], KEYS[3 + 2 * b]
-  local a = 9 + 5 * (b - 1)
+  local a = 11 + 5 * (b - 1)
   add_into(bkey, ARGV[a + 4])
   redis.call('HINCRBY', bkey, 'count', ARGV[a + 5])
   redis.call('EXPIREAT', bkey, ARGV[a + 2])
@@ -265,7 +318,7 @@ return {'ok'}
 #: KEYS: meta, parts, then the partition key of each member in ARGV (same order).
 #: ARGV: the members of the parts set, as read just before.
 #: Returns {'missing'} | {'retry', current members...} when the set is not exactly ARGV
-#:       | {'ok', fingerprint, updated or false, {member, sum, count, next, epoch, updated}...}.
+#:       | {'ok', fingerprint, updated or false, {member, sum, count, next, epoch, updated, lo, hi}...}.
 READ_PARTS = (
     _CHECKS
     + """
@@ -281,8 +334,9 @@ for i = 1, #ARGV do
   local key = KEYS[2 + i]
   err = check_type(key, 'hash')
   if err then return err end
-  local h = redis.call('HMGET', key, 'sum', 'count', 'next_offset', 'epoch', 'updated')
-  table.insert(out, {ARGV[i], h[1] or false, h[2] or false, h[3] or false, h[4] or false, h[5] or false})
+  local h = redis.call('HMGET', key, 'sum', 'count', 'next_offset', 'epoch', 'updated', 'lo', 'hi')
+  table.insert(out, {ARGV[i], h[1] or false, h[2] or false, h[3] or false, h[4] or false, h[5] or false,
+                     h[6] or false, h[7] or false})
 end
 return out
 """

@@ -47,7 +47,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import redis
 
-from sketch_store.errors import SketchgenError, SpecMismatchError
+from sketch_store.bounds import Bounds, merge_bounds
+from sketch_store.errors import SketchgenError, SpecError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_PARTS
 from sketch_store.sketch import Sketch
@@ -169,6 +170,16 @@ def _from_bytes(raw: bytes, m: int, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f8").astype(np.float64)
 
 
+def _bounds(lo: bytes | None, hi: bytes | None, d: int, member: str | None) -> Bounds | None:
+    """A partition's stored bounds (None when it has none); :class:`CorruptStoreError` if they are not valid."""
+    if not lo and not hi:
+        return None
+    try:
+        return Bounds.from_bytes(lo or b"", hi or b"", d)
+    except SpecError as exc:
+        raise CorruptStoreError(f"corrupt bounds in partition {member}: {exc}") from None
+
+
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -184,17 +195,19 @@ def flush_call(
     buckets: Sequence[BucketDelta],
     cfg: BucketConfig,
     now: float,
+    bounds: Bounds | None = None,
 ) -> tuple[list[str], list[object]]:
     """The KEYS and ARGV of one FLUSH run (layout in :data:`sketch_store.redis_scripts.FLUSH`).
 
     Bucket deltas whose bucket has outlived its retention at ``now`` are left out: they count in
-    the all-time sum only.
+    the all-time sum only. ``bounds`` are the delta rows' coordinate bounds (None: not known).
     """
     member = f"{claim.topic}:{claim.partition}"
     key_list = [keys.meta, keys.parts, keys.partition(claim.topic, claim.partition)]
+    lo, hi = bounds.to_bytes() if bounds is not None else (b"", b"")
     args: list[object] = [
         fingerprint, claim.incarnation, member, claim.epoch, int(from_offset), int(next_offset), repr(float(now)),
-        _to_bytes(total), int(count),
+        _to_bytes(total), int(count), lo, hi,
     ]
     for b in buckets:
         res, keep = cfg.resolution(b.level), cfg.keep(b.level)
@@ -386,8 +399,12 @@ class SketchStore:
         count: int,
         buckets: list[BucketDelta] = (),  # type: ignore[assignment]
         now: float | None = None,
+        bounds: Bounds | None = None,
     ) -> str:
         """Atomically add one partition's delta covering offsets [from_offset, next_offset).
+
+        ``bounds`` (the delta rows' coordinate bounds) widen the partition's; a delta of rows without
+        them leaves the partition's bounds unknown from then on (docs/design.md §1).
 
         Returns ``"ok"`` or ``"duplicate"`` (already applied: a retry after a lost reply).
         Raises :class:`FencedError` when the partition now belongs to someone else,
@@ -404,10 +421,12 @@ class SketchStore:
         for b in buckets:
             if b.level not in LEVELS:
                 raise SketchgenError(f"unknown bucket level {b.level!r} (expected one of {', '.join(LEVELS)})")
+        if bounds is not None and bounds.d != spec.d:
+            raise SpecMismatchError(f"bounds have {bounds.d} coordinates, stream {name!r} has d = {spec.d}")
         now = time.time() if now is None else now
         key_list, args = flush_call(
             StreamKeys(name), spec.fingerprint, claim, from_offset, next_offset, total, count, buckets,
-            self.bucket_config_cached(name), now,
+            self.bucket_config_cached(name), now, bounds,
         )
         reply = self._run(self._flush, key_list, args, "flush")
         status = _text(reply[0])
@@ -477,12 +496,14 @@ class SketchStore:
             spec = self.get_spec(name, refresh=True)
         total = np.zeros(2 * spec.m)
         count = 0
+        bounds: Bounds | None = None
         parts = []
-        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated in reply[3:]:
+        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated, raw_lo, raw_hi in reply[3:]:
             topic, _, p = _text(member).rpartition(":")
             c = int(raw_count or 0)
             if raw_sum:
                 total += _from_bytes(raw_sum, spec.m, f"partition {_text(member)}")
+            bounds = merge_bounds(bounds, count, _bounds(raw_lo, raw_hi, spec.d, _text(member)), c)
             count += c
             parts.append(PartitionState(
                 topic=topic, partition=int(p), count=c,
@@ -491,7 +512,7 @@ class SketchStore:
             ))
         parts.sort(key=lambda s: (s.topic, s.partition))
         updated = float(reply[2]) if reply[2] else None
-        return StreamState(spec, Sketch(total, count, spec.fingerprint), parts, updated)
+        return StreamState(spec, Sketch(total, count, spec.fingerprint, bounds), parts, updated)
 
     def last_updated(self, name: str) -> float | None:
         """When the stream's sketch last changed (a flush), as a Unix time; None if never."""
@@ -511,8 +532,13 @@ class SketchStore:
             return sum(int(c or 0) for c in pipe.execute())
 
     def read_total(self, name: str) -> Sketch:
-        """The all-time sketch of the stream."""
+        """The all-time sketch of the stream (with its rows' bounds when every partition keeps them)."""
         return self.state(name).sketch
+
+    def with_bounds(self, name: str, sketch: Sketch) -> Sketch:
+        """``sketch`` (say of a window) carrying the stream's all-time bounds, which cover its rows too."""
+        bounds = self.state(name).sketch.bounds
+        return sketch if bounds is None or sketch.count == 0 else dataclasses.replace(sketch, bounds=bounds)
 
     def _buckets(self, name: str, level: str, since: float) -> list[tuple[int, np.ndarray, int]]:
         """(start, sum, count) of the live buckets of ``level`` starting at or after ``since``, read atomically."""

@@ -2,7 +2,8 @@
 
 A sketch of N records is ``z = (1/N) Σ_i Φ(x_i)`` (docs/design.md §1); it is kept as the
 pair ``(Σ_i Φ(x_i), N)`` so that sketches of disjoint parts merge by adding
-sums and counts, in any order.
+sums and counts, in any order. Beside them a sketch may carry the rows' coordinate
+bounds (:mod:`sketch_store.bounds`), which merge by min and max.
 
 Example
 -------
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sketch_store.bounds import Bounds, merge_bounds
 from sketch_store.errors import SpecError, SpecMismatchError
 from sketch_store.features import FeatureMap
 from sketch_store.spec import SketchSpec, load_npz
@@ -37,12 +39,14 @@ class Sketch:
     """Feature sum ``Σ Φ(x_i)`` (float64, length 2m), record count and spec fingerprint.
 
     The count is an integer for exact sketches; a decayed sketch (records weighted by
-    age) carries its weighted count ``Σ w_i`` as a float.
+    age) carries its weighted count ``Σ w_i`` as a float. ``bounds`` are the rows'
+    coordinate bounds when known (None: not tracked, or no rows).
     """
 
     total: np.ndarray
     count: int | float
     fingerprint: str
+    bounds: Bounds | None = None
 
     def __post_init__(self) -> None:
         total = np.asarray(self.total, dtype=np.float64)
@@ -53,6 +57,8 @@ class Sketch:
         count = float(self.count)
         if not (np.isfinite(count) and count >= 0):
             raise SpecError(f"sketch count must be a finite number >= 0, got {self.count}")
+        if self.bounds is not None and not isinstance(self.bounds, Bounds):
+            raise SpecError(f"sketch bounds must be Bounds or None, got {type(self.bounds).__name__}")
         object.__setattr__(self, "total", total)
         object.__setattr__(self, "count", int(count) if count.is_integer() else count)
 
@@ -63,9 +69,10 @@ class Sketch:
 
     @classmethod
     def from_data(cls, spec: SketchSpec, x: object) -> Sketch:
-        """Sketch the rows of ``x`` in one pass."""
+        """Sketch the rows of ``x`` in one pass (their bounds too)."""
         total, n = FeatureMap(spec).feature_sum(x)
-        return cls(total, n, spec.fingerprint)
+        bounds = Bounds.of(np.asarray(x, dtype=np.float64).reshape(n, spec.d)) if n else None
+        return cls(total, n, spec.fingerprint, bounds)
 
     @property
     def m(self) -> int:
@@ -79,9 +86,10 @@ class Sketch:
             )
 
     def merge(self, other: Sketch) -> Sketch:
-        """Sketch of the union of two disjoint record sets: sums and counts add."""
+        """Sketch of the union of two disjoint record sets: sums and counts add, bounds merge."""
         self._check_compatible(other)
-        return Sketch(self.total + other.total, self.count + other.count, self.fingerprint)
+        bounds = merge_bounds(self.bounds, self.count, other.bounds, other.count)
+        return Sketch(self.total + other.total, self.count + other.count, self.fingerprint, bounds)
 
     def mean(self) -> np.ndarray:
         """``z = Σ Φ(x_i) / N``; raises :class:`SpecError` for an empty sketch."""
@@ -108,11 +116,13 @@ def sketch_to_bytes(spec: SketchSpec, sketch: Sketch) -> bytes:
     if sketch.fingerprint != spec.fingerprint:
         raise SpecMismatchError("sketch and spec fingerprints differ")
     meta = {"format": SKETCH_FORMAT, "count": sketch.count, "fingerprint": sketch.fingerprint}
+    extra = {} if sketch.bounds is None else {"sketch_bounds": np.stack([sketch.bounds.lo, sketch.bounds.hi])}
     buf = io.BytesIO()
     np.savez(
         buf,
         sketch_meta=np.array(json.dumps(meta, sort_keys=True)),
         sketch_sum=sketch.total,
+        **extra,
         **spec.to_arrays(),
     )
     return buf.getvalue()
@@ -135,11 +145,21 @@ def sketch_from_bytes(data: bytes) -> tuple[SketchSpec, Sketch]:
         raise SpecError(f"sketch sum has shape {total.shape} and dtype {total.dtype}, expected ({2 * spec.m},) floats")
     if meta.get("fingerprint") != spec.fingerprint:
         raise SpecMismatchError("the sketch was taken with a different spec than the one stored beside it")
+    bounds = _bounds_array(arrays.get("sketch_bounds"), spec.d)
     try:
         count = meta["count"]
-        return spec, Sketch(total, count, spec.fingerprint)
+        return spec, Sketch(total, count, spec.fingerprint, bounds)
     except (KeyError, TypeError, ValueError) as exc:
         raise SpecError(f"sketch metadata has no valid count: {exc}") from None
+
+
+def _bounds_array(arr: np.ndarray | None, d: int) -> Bounds | None:
+    """The bounds stored in a sketch file as a (2, d) float array (files without them have none)."""
+    if arr is None:
+        return None
+    if arr.dtype.kind != "f" or arr.shape != (2, d):
+        raise SpecError(f"sketch bounds have shape {arr.shape} and dtype {arr.dtype}, expected (2, {d}) floats")
+    return Bounds(arr[0], arr[1])
 
 
 def save_sketch(path: str | Path, spec: SketchSpec, sketch: Sketch) -> None:

@@ -60,6 +60,7 @@ from typing import Literal
 
 import numpy as np
 
+from sketch_store.bounds import Bounds
 from sketch_store.errors import DataError, SpecError, SpecMismatchError
 from sketch_store.schema import (
     MAX_DEPTH,
@@ -450,6 +451,24 @@ class Encoder:
             if block.field.nullable:
                 names.append(f"{name}=null")
         return tuple(names)
+
+    def clipped_to(self, bounds: Bounds | None) -> Encoder:
+        """This encoder, decoding each numeric field clipped to ``bounds`` (encoded coordinates) in its units.
+
+        A field's range becomes ``[lo_j · s + μ, hi_j · s + μ]`` over its coordinate j; fields whose stats
+        already keep a range keep theirs. ``bounds`` None (not known) returns this encoder unchanged.
+        """
+        if bounds is None:
+            return self
+        if bounds.d != self.dim:
+            raise SpecMismatchError(f"bounds have {bounds.d} coordinates, the encoding has {self.dim}")
+        ranges = dict(self.stats.ranges)
+        for block in self._blocks:
+            name = block.field.name
+            if block.field.type in NUMERIC_TYPES and name not in ranges:
+                mean, std = self.stats.numeric[name]
+                ranges[name] = (float(bounds.lo[block.start] * std + mean), float(bounds.hi[block.start] * std + mean))
+        return Encoder(self.schema, dataclasses.replace(self.stats, ranges=ranges))
 
     def read_record(self, record: object) -> dict[str, object]:
         """Validate ``record``: name → float (numeric), bool, str (a category, ``__other__`` if unknown) or None."""

@@ -326,12 +326,17 @@ def test_fuzzed_typed_records_against_a_real_worker(corpus, spec, tmp_path, kafk
 
 
 def check_sketch(store: SketchStore, stream: str, spec, good: list[Case], corpus: list[Case]) -> None:
-    """Exactly the valid records: their count, and the feature sum of the encoder's rows of their records."""
+    """Exactly the valid records: their count, the feature sum of the encoder's rows of their records, and
+    those rows' coordinate bounds (no rejected record widened them)."""
     state = store.state(stream)
     assert state.sketch.count == len(good)
-    expected, _ = FeatureMap(spec).feature_sum(spec.encoder.encode_many([c.record for c in good]))
+    rows = spec.encoder.encode_many([c.record for c in good])
+    expected, _ = FeatureMap(spec).feature_sum(rows)
     rel = np.linalg.norm(state.sketch.total - expected) / np.linalg.norm(expected)
     assert rel <= 1e-9, rel
+    assert state.sketch.bounds is not None
+    np.testing.assert_array_equal(state.sketch.bounds.lo, rows.min(axis=0))
+    np.testing.assert_array_equal(state.sketch.bounds.hi, rows.max(axis=0))
     produced = collections.Counter(c.partition for c in corpus)
     assert {p.partition: p.next_offset for p in state.partitions} == dict(produced)
 

@@ -53,7 +53,7 @@ def new_stream(redis_url: str, prefix: str) -> tuple[SketchStore, str]:
 
 def feed(store: SketchStore, name: str, data: np.ndarray) -> None:
     sketch = Sketch.from_data(store.get_spec(name), data)
-    store.flush(name, store.claim(name, "t", 0), 0, len(data), sketch.total, sketch.count)
+    store.flush(name, store.claim(name, "t", 0), 0, len(data), sketch.total, sketch.count, bounds=sketch.bounds)
 
 
 @contextlib.contextmanager

@@ -72,6 +72,10 @@ def test_sample_of_a_typed_stream_returns_records_and_the_cli_decodes_its_checkp
     assert main(["sample", name, "-n", "300", "--seed", "1", "--out", str(out), "--redis", redis_server.url]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 300 and all(r["cut"] in {"a", "b", "c"} for r in records)
+    # numbers are clipped to the range the stream folded (its bounds, kept beside the sum in Redis)
+    amounts = [r["amount"] for r in typed_records() if r["amount"] is not None]
+    assert service.model.encoder.stats.ranges["amount"] == pytest.approx((min(amounts), max(amounts)), rel=1e-12)
+    assert all(min(amounts) <= r["amount"] <= max(amounts) for r in records if r["amount"] is not None)
     assert all(isinstance(r["flag"], bool) for r in records)
     assert encoder.encode_many(records).shape == (300, encoder.dim)  # every written record is a valid one
     assert len({r["cut"] for r in records}) > 1  # sampled from the softmax, not one arg-max everywhere
