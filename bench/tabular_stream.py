@@ -11,7 +11,8 @@ Both are the CLI with no tuning flag, each sampling as many records as the holdo
 :func:`sketchgen.quality_report.quality_scores` (docs/learner.md, "Quality report"). The learner gets the same T as
 ``fit`` once the whole table is in the sketch (it runs from then on, not during the ingest). The table printed:
 SDMetrics overall score of each and their difference in points (stream − offline), column shapes, pair trends,
-classifier AUC, the learner's steps. Outputs docs/bench/tabular_stream.md and .json.
+classifier AUC, the share of numeric cells outside the training range, the learner's steps. Outputs
+docs/bench/tabular_stream.md and .json.
 
 Run: ``nice -n 19 .venv/bin/python bench/tabular_stream.py`` (about 4 × 2 × T, 25 min at T = 180 s; needs the
 ``tabular`` extra). Smoke run: ``.venv/bin/python bench/tabular_stream.py --quick --tables penguins --out-dir /tmp/t``.
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._tabular_data import DEFAULT_TABLES, TABLES  # noqa: E402
-from bench.tabular import cli, prepare, run_ours, score  # noqa: E402
+from bench.tabular import cli, out_of_range_share, prepare, run_ours, score  # noqa: E402
+from sketch_store.schema import Schema  # noqa: E402
 from sketchgen.local_stack import LocalStack, free_port  # noqa: E402
 
 log = logging.getLogger("bench.tabular_stream")
@@ -141,8 +143,10 @@ def run_table(table: str, work: Path, seconds: float, seed: int) -> dict:
                         "work": str(work / "offline")})
     log.info("%s: stream ...", table)
     stream = run_stream(facts, work / "stream", seconds, seed)
+    schema = Schema.load(facts["schema"])
     for label, run in (("offline", offline), ("stream", stream)):
-        row[label] = {**{k: v for k, v in run.items() if k != "samples"}, **score(facts, run["samples"], seed)}
+        row[label] = {**{k: v for k, v in run.items() if k != "samples"}, **score(facts, run["samples"], seed),
+                      "out_of_range": out_of_range_share(facts["train"], run["samples"], schema)}
     row["difference_points"] = 100 * (overall(row["stream"]) - overall(row["offline"]))
     log.info("%s: offline %.3f, stream %.3f", table, overall(row["offline"]), overall(row["stream"]))
     return row
@@ -155,8 +159,8 @@ def overall(run: dict) -> float:
 
 def table_lines(rows: list[dict]) -> list[str]:
     """A Markdown table: per table, each run's scores and the difference."""
-    head = ("| table | rows | run | overall | column shapes | pair trends | classifier AUC | learner steps |\n"
-            "|---|---:|---|---:|---:|---:|---:|---:|")
+    head = ("| table | rows | run | overall | column shapes | pair trends | classifier AUC | out of range "
+            "| learner steps |\n|---|---:|---|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for row in rows:
         for label in ("offline", "stream"):
@@ -164,9 +168,10 @@ def table_lines(rows: list[dict]) -> list[str]:
             steps = row[label].get("learner_steps")
             lines.append(f"| {row['table']} | {row['n_train']} | {label} | {sdm['overall']:.3f} | "
                          f"{sdm['column_shapes']:.3f} | {sdm['column_pair_trends']:.3f} | {s['classifier_auc']:.3f} | "
+                         f"{100 * row[label]['out_of_range']:.1f} % | "
                          f"{'' if steps is None else steps} |")
         lines.append(f"| {row['table']} | | **stream − offline** | **{row['difference_points']:+.1f} points** "
-                     "| | | | |")
+                     "| | | | | |")
     return lines
 
 
