@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
+from sketch_store.bounds import Bounds
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
 from sketch_store.pilot import (
@@ -247,6 +248,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def observed_ranges(spec: SketchSpec, bounds: Bounds | None) -> dict[str, list[float]] | None:
+    """Each numeric field's (a numeric spec: each coordinate's ``x0 …``) ``[min, max]`` over the rows folded so far,
+    in the data's units; None while not known (docs/design.md §1, "Typed records, streaming")."""
+    if bounds is None:
+        return None
+    if spec.encoder is None:
+        return {f"x{j}": [lo, hi] for j, (lo, hi) in enumerate(zip(bounds.lo.tolist(), bounds.hi.tolist(),
+                                                                   strict=True))}
+    return {k: [lo, hi] for k, (lo, hi) in spec.encoder.clipped_to(bounds).stats.ranges.items()}
+
+
 def status_dict(store: SketchStore, name: str) -> dict[str, object]:
     """Everything ``status`` shows, as JSON-ready data."""
     state = store.state(name)
@@ -265,6 +277,7 @@ def status_dict(store: SketchStore, name: str) -> dict[str, object]:
             "unknown": None if spec.encoding is None else spec.encoding.unknown,
         },
         "count": state.sketch.count,
+        "ranges": observed_ranges(spec, state.sketch.bounds),
         "updated": state.updated,
         "partitions": [
             {"topic": p.topic, "partition": p.partition, "count": p.count, "next_offset": p.next_offset,
@@ -283,6 +296,15 @@ def _ago(ts: float | None) -> str:
     return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ts))} ({time.time() - ts:.0f}s ago)"
 
 
+def _ranges_text(ranges: dict[str, list[float]] | None, shown: int = 6) -> str:
+    """``price [326, 1.882e+04], depth [43, 79] … (10 fields)``, or why there are none."""
+    if ranges is None:
+        return "not known (no rows yet, or rows folded without bounds)"
+    parts = [f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in list(ranges.items())[:shown]]
+    more = f" … ({len(ranges)} fields)" if len(ranges) > shown else ""
+    return (", ".join(parts) + more) if parts else "no numeric fields"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(Connections.from_args(args))
     info = status_dict(store, args.name)
@@ -296,6 +318,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"records    {info['count']:,}",
         f"updated    {_ago(info['updated'])}",  # type: ignore[arg-type]
         f"memory     {info['memory_bytes'] / 1024:,.1f} KiB in Redis",
+        f"ranges     {_ranges_text(info['ranges'])}",  # type: ignore[arg-type]
     ]
     for level, span in info["buckets"].items():  # type: ignore[union-attr]
         text = "empty" if span is None else (

@@ -327,6 +327,16 @@ def test_typed_records_end_to_end(work, redis_server, kafka_server, tmp_path):
         expected, _ = FeatureMap(spec).feature_sum(spec.encoder.encode_many(valid))
         rel = np.linalg.norm(state.sketch.total - expected) / np.linalg.norm(expected)
         assert rel <= 1e-9, rel
+        # `status` shows each numeric field's range over exactly the valid records (none of the bad widened it)
+        status, out, err = call(["status", stream, "--json", "--redis", redis_server.url])
+        assert status == 0, err
+        typed = [spec.encoder.read_record(r) for r in valid]
+        numeric = [f.name for f in spec.schema.fields if f.type in ("int", "float")]
+        seen = {k: [v for t in typed if (v := t[k]) is not None] for k in numeric}
+        ranges = json.loads(out)["ranges"]
+        assert numeric and set(ranges) == set(numeric)
+        for k, values in seen.items():
+            assert ranges[k] == pytest.approx([min(values), max(values)], rel=1e-12, abs=1e-12), k
 
         dead = read_dead_letters(kafka_server.bootstrap, f"{topic}.dlq", len(expected_reason))
         got = {dict(dl.headers)[SOURCE_HEADER].decode(): dict(dl.headers)[REASON_HEADER].decode() for dl in dead}
