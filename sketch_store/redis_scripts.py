@@ -116,10 +116,14 @@ local function add_into(key, delta)
 end
 """
 
-# The coordinate bounds of a partition: fields lo and hi, float64 byte strings of one length.
+# The coordinate bounds of a partition: fields lo and hi, float64 byte strings of one length, and
+# `bounded`, the count they cover. They are valid only while bounded equals the partition's count: a
+# flush that raised the count without widening them (a worker of a version that did not track bounds)
+# leaves them stale, and they are never trusted or widened again.
 # check_bounds: nil if the stored ones are absent or as long as the delta's `lo` (when it has any).
-# widen_bounds (after check_bounds, before the count is raised): lo = min(lo, delta lo), hi likewise;
-# without stored bounds, the delta's become them only if the partition has counted no row yet.
+# widen_bounds (after check_bounds, before the count is raised): lo = min(lo, delta lo), hi likewise,
+# then bounded = the new count; without valid stored bounds, the delta's become them only if the
+# partition has counted no row yet, else they are deleted (unknown from then on).
 _BOUNDS = """
 -- op(a_j, b_j) for every double of the equally long byte strings a and b, 64 per struct call
 local function elementwise(a, b, op)
@@ -143,20 +147,20 @@ local function check_bounds(key, lo)
   return nil
 end
 local function widen_bounds(key, lo, hi, count)
-  if tonumber(count) == 0 then return end
-  if #lo == 0 then
-    redis.call('HDEL', key, 'lo', 'hi')
-    return
-  end
+  local n = tonumber(count)
+  if n == 0 then return end
+  local stored = tonumber(redis.call('HGET', key, 'count') or '0')
   local cur_lo = redis.call('HGET', key, 'lo')
-  if not cur_lo then
-    if tonumber(redis.call('HGET', key, 'count') or '0') == 0 then
-      redis.call('HSET', key, 'lo', lo, 'hi', hi)
-    end
+  local valid = cur_lo and redis.call('HGET', key, 'bounded') == string.format('%d', stored)
+  if #lo == 0 or (stored > 0 and not valid) then
+    redis.call('HDEL', key, 'lo', 'hi', 'bounded')
     return
   end
-  local cur_hi = redis.call('HGET', key, 'hi')
-  redis.call('HSET', key, 'lo', elementwise(cur_lo, lo, math.min), 'hi', elementwise(cur_hi, hi, math.max))
+  if valid then
+    local cur_hi = redis.call('HGET', key, 'hi')
+    lo, hi = elementwise(cur_lo, lo, math.min), elementwise(cur_hi, hi, math.max)
+  end
+  redis.call('HSET', key, 'lo', lo, 'hi', hi, 'bounded', string.format('%d', stored + n))
 end
 """
 
@@ -233,9 +237,9 @@ return {'ok', text, redis.call('HGET', KEYS[2], 'next_offset') or '', inc}
 #: Applies the delta of offsets [from_offset, next_offset) to the partition and the buckets,
 #: only if the stream, its incarnation, the epoch and the stored next offset all match.
 #: lo and hi are the delta rows' coordinate bounds (float64 byte strings, both empty when the
-#: delta has no rows); the partition's fields lo/hi widen to them. They are kept only while
-#: they cover every row counted: a partition with rows but no bounds stays without, and a
-#: delta with rows but no bounds deletes them.
+#: delta has no rows); the partition's fields lo/hi widen to them and `bounded` becomes the new
+#: count. They are kept only while they cover every row counted (bounded = count): a partition
+#: with rows but no valid bounds loses them for good, and so does a delta of rows without bounds.
 #: Returns {'ok'} | {'duplicate'} | {'fenced', stored epoch} | {'offset', stored next} | {'missing'}
 #:       | {'spec', stored fingerprint} | {'recreated', stored incarnation}
 #:       | {'corrupt', kind, key, detail} | {'badarg', detail}; nothing is written unless 'ok'.
@@ -318,7 +322,7 @@ return {'ok'}
 #: KEYS: meta, parts, then the partition key of each member in ARGV (same order).
 #: ARGV: the members of the parts set, as read just before.
 #: Returns {'missing'} | {'retry', current members...} when the set is not exactly ARGV
-#:       | {'ok', fingerprint, updated or false, {member, sum, count, next, epoch, updated, lo, hi}...}.
+#:       | {'ok', fingerprint, updated or false, {member, sum, count, next, epoch, updated, lo, hi, bounded}...}.
 READ_PARTS = (
     _CHECKS
     + """
@@ -334,9 +338,9 @@ for i = 1, #ARGV do
   local key = KEYS[2 + i]
   err = check_type(key, 'hash')
   if err then return err end
-  local h = redis.call('HMGET', key, 'sum', 'count', 'next_offset', 'epoch', 'updated', 'lo', 'hi')
+  local h = redis.call('HMGET', key, 'sum', 'count', 'next_offset', 'epoch', 'updated', 'lo', 'hi', 'bounded')
   table.insert(out, {ARGV[i], h[1] or false, h[2] or false, h[3] or false, h[4] or false, h[5] or false,
-                     h[6] or false, h[7] or false})
+                     h[6] or false, h[7] or false, h[8] or false})
 end
 return out
 """

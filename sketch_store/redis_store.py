@@ -498,12 +498,14 @@ class SketchStore:
         count = 0
         bounds: Bounds | None = None
         parts = []
-        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated, raw_lo, raw_hi in reply[3:]:
+        for member, raw_sum, raw_count, raw_next, raw_epoch, raw_updated, raw_lo, raw_hi, raw_bounded in reply[3:]:
             topic, _, p = _text(member).rpartition(":")
             c = int(raw_count or 0)
             if raw_sum:
                 total += _from_bytes(raw_sum, spec.m, f"partition {_text(member)}")
-            bounds = merge_bounds(bounds, count, _bounds(raw_lo, raw_hi, spec.d, _text(member)), c)
+            covers = _text(raw_bounded) == str(c)  # stale bounds (rows counted past them) are not known
+            part_bounds = _bounds(raw_lo, raw_hi, spec.d, _text(member)) if covers else None
+            bounds = merge_bounds(bounds, count, part_bounds, c)
             count += c
             parts.append(PartitionState(
                 topic=topic, partition=int(p), count=c,

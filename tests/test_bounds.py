@@ -100,6 +100,24 @@ def test_rows_without_bounds_make_the_streams_unknown(store):
     assert store.client.hexists(StreamKeys("s").partition("t", 2), "lo")
 
 
+def test_rows_counted_past_the_bounds_make_them_stale_for_good(store):
+    """A flush that raises the count without the bounds (a worker of a version that did not track them, running
+    beside this one in a rolling upgrade) leaves stored bounds that no longer cover every row: never trusted again."""
+    spec = make_spec()
+    store.create_stream(spec)
+    claim = store.claim("s", "t", 0)
+    d = delta(spec, 10, 0)
+    store.flush("s", claim, 0, 10, d.total, d.count, bounds=d.bounds)
+    key = StreamKeys("s").partition("t", 0)
+    assert store.client.hget(key, "bounded") == b"10" and store.read_total("s").bounds is not None
+    store.client.hincrby(key, "count", 5)  # what the older FLUSH does: sum and count, bounds untouched
+    store.client.hset(key, "next_offset", 15)
+    assert store.read_total("s").bounds is None
+    store.flush("s", claim, 15, 25, d.total, d.count, bounds=d.bounds)
+    assert store.read_total("s").bounds is None
+    assert not store.client.hexists(key, "lo") and not store.client.hexists(key, "bounded")
+
+
 def test_bad_bounds_are_refused_before_anything_is_written(store):
     spec = make_spec()
     store.create_stream(spec)
