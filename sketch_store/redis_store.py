@@ -537,10 +537,36 @@ class SketchStore:
         """The all-time sketch of the stream (with its rows' bounds when every partition keeps them)."""
         return self.state(name).sketch
 
+    def bounds(self, name: str) -> Bounds | None:
+        """The stream's all-time coordinate bounds (None while not known), reading only the partitions' bound fields.
+
+        Each partition's fields are read in one HMGET (so its bounds and count agree); partitions are read
+        one after the other, which can only miss rows flushed meanwhile, and bounds only ever widen.
+        """
+        spec = self.get_spec(name)
+        keys = StreamKeys(name)
+        try:
+            members = sorted(_text(m) or "" for m in self.client.smembers(keys.parts))
+            with self.client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hmget(keys.part_of(member), "count", "lo", "hi", "bounded")
+                replies = pipe.execute()
+        except redis.ResponseError as exc:  # WRONGTYPE: a key that is not what the store keeps there
+            raise CorruptStoreError(f"stream {name!r}: cannot read its bounds: {exc}") from None
+        bounds, count = None, 0
+        for member, (raw_count, lo, hi, bounded) in zip(members, replies, strict=True):
+            try:
+                c = int(raw_count or 0)
+            except ValueError:
+                raise CorruptStoreError(f"partition {member} of stream {name!r}: count is not an integer") from None
+            part = _bounds(lo, hi, spec.d, member) if _text(bounded) == str(c) else None
+            bounds, count = merge_bounds(bounds, count, part, c), count + c
+        return bounds
+
     def with_bounds(self, name: str, sketch: Sketch) -> Sketch:
         """``sketch`` (say of a window) carrying the stream's all-time bounds, which cover its rows too."""
-        bounds = self.state(name).sketch.bounds
-        return sketch if bounds is None or sketch.count == 0 else dataclasses.replace(sketch, bounds=bounds)
+        bounds = self.bounds(name) if sketch.count else None
+        return sketch if bounds is None else dataclasses.replace(sketch, bounds=bounds)
 
     def _buckets(self, name: str, level: str, since: float) -> list[tuple[int, np.ndarray, int]]:
         """(start, sum, count) of the live buckets of ``level`` starting at or after ``since``, read atomically."""

@@ -74,6 +74,9 @@ def test_flushes_widen_a_partitions_bounds_and_a_replay_changes_nothing(store):
     store.flush("s", other, 0, 1, dc.total, dc.count, bounds=dc.bounds)
     merged = store.read_total("s").bounds
     assert merged.hi[0] == 100.0 and merged.lo[1] == -100.0
+    light = store.bounds("s")  # the read of the bound fields alone agrees with the full state's
+    np.testing.assert_array_equal(light.lo, merged.lo)
+    np.testing.assert_array_equal(light.hi, merged.hi)
     assert store.client.hstrlen(StreamKeys("s").partition("t", 0), "lo") == 16
     hi0 = np.frombuffer(store.client.hget(StreamKeys("s").partition("t", 0), "hi"), "<f8")
     np.testing.assert_array_equal(hi0, both.max(axis=0))
@@ -112,7 +115,7 @@ def test_rows_counted_past_the_bounds_make_them_stale_for_good(store):
     assert store.client.hget(key, "bounded") == b"10" and store.read_total("s").bounds is not None
     store.client.hincrby(key, "count", 5)  # what the older FLUSH does: sum and count, bounds untouched
     store.client.hset(key, "next_offset", 15)
-    assert store.read_total("s").bounds is None
+    assert store.read_total("s").bounds is None and store.bounds("s") is None
     store.flush("s", claim, 15, 25, d.total, d.count, bounds=d.bounds)
     assert store.read_total("s").bounds is None
     assert not store.client.hexists(key, "lo") and not store.client.hexists(key, "bounded")
