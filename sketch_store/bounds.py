@@ -78,23 +78,6 @@ class Bounds:
             raise SpecError(f"bounds are {len(lo)} and {len(hi)} bytes, expected {8 * d} each")
         return cls(np.frombuffer(lo, dtype="<f8"), np.frombuffer(hi, dtype="<f8"))
 
-    def to_list(self) -> list[list[float]]:
-        """``[lo, hi]`` as lists of floats (JSON)."""
-        return [self.lo.tolist(), self.hi.tolist()]
-
-    @classmethod
-    def from_list(cls, obj: object, d: int) -> Bounds:
-        """Inverse of :meth:`to_list`, checked to have ``d`` coordinates."""
-        if not (isinstance(obj, (list, tuple)) and len(obj) == 2):
-            raise SpecError("bounds must be a pair [lo, hi] of lists")
-        try:
-            lo, hi = (np.asarray(v, dtype=np.float64) for v in obj)
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"bounds must be lists of numbers: {exc}") from None
-        if lo.shape != (d,) or hi.shape != (d,):
-            raise SpecError(f"bounds must have {d} coordinates, got shapes {lo.shape} and {hi.shape}")
-        return cls(lo, hi)
-
 
 def merge_bounds(a: Bounds | None, a_count: float, b: Bounds | None, b_count: float) -> Bounds | None:
     """Bounds of the union of two parts with ``a_count`` and ``b_count`` rows; None (unknown) when they are not known.

@@ -170,9 +170,11 @@ def _from_bytes(raw: bytes, m: int, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f8").astype(np.float64)
 
 
-def _bounds(lo: bytes | None, hi: bytes | None, d: int, member: str | None) -> Bounds | None:
-    """A partition's stored bounds (None when it has none); :class:`CorruptStoreError` if they are not valid."""
-    if not lo and not hi:
+def _bounds(lo: bytes | None, hi: bytes | None, bounded: bytes | None, count: int, d: int,
+            member: str | None) -> Bounds | None:
+    """A partition's stored bounds if they cover its ``count`` rows (``bounded`` = count), else None (not known:
+    none stored, or stale); :class:`CorruptStoreError` if they are not valid."""
+    if (not lo and not hi) or _text(bounded) != str(count):
         return None
     try:
         return Bounds.from_bytes(lo or b"", hi or b"", d)
@@ -503,9 +505,7 @@ class SketchStore:
             c = int(raw_count or 0)
             if raw_sum:
                 total += _from_bytes(raw_sum, spec.m, f"partition {_text(member)}")
-            covers = _text(raw_bounded) == str(c)  # stale bounds (rows counted past them) are not known
-            part_bounds = _bounds(raw_lo, raw_hi, spec.d, _text(member)) if covers else None
-            bounds = merge_bounds(bounds, count, part_bounds, c)
+            bounds = merge_bounds(bounds, count, _bounds(raw_lo, raw_hi, raw_bounded, c, spec.d, _text(member)), c)
             count += c
             parts.append(PartitionState(
                 topic=topic, partition=int(p), count=c,
@@ -559,8 +559,7 @@ class SketchStore:
                 c = int(raw_count or 0)
             except ValueError:
                 raise CorruptStoreError(f"partition {member} of stream {name!r}: count is not an integer") from None
-            part = _bounds(lo, hi, spec.d, member) if _text(bounded) == str(c) else None
-            bounds, count = merge_bounds(bounds, count, part, c), count + c
+            bounds, count = merge_bounds(bounds, count, _bounds(lo, hi, bounded, c, spec.d, member), c), count + c
         return bounds
 
     def with_bounds(self, name: str, sketch: Sketch) -> Sketch:
