@@ -34,12 +34,17 @@ def test_worker_rides_out_redis_crash_and_restart(tmp_path, kafka_server):
         store.create_stream(spec)
         ensure_topic(kafka_server.bootstrap, topic, 2)
 
+        crashed = threading.Event()  # the second half is produced only once Redis is down
+
         def produce() -> None:
             producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, linger_ms=5)
             for i, row in enumerate(rows):
+                if i == len(rows) // 3:
+                    producer.flush()
+                    crashed.wait(120)
                 producer.send(topic, json.dumps(row.tolist()).encode(), partition=i % 2)
                 if i % 100 == 0:
-                    time.sleep(0.1)  # ~1000 rows/s over ~6 s
+                    time.sleep(0.1)  # ~1000 rows/s
             producer.flush()
             producer.close()
 
@@ -56,8 +61,9 @@ def test_worker_rides_out_redis_crash_and_restart(tmp_path, kafka_server):
             while store.total_count(name) == 0 and time.monotonic() < deadline:
                 time.sleep(0.1)
             before = store.total_count(name)
-            assert 0 < before < len(rows) // 2, before  # the crash comes mid-stream
+            assert 0 < before <= len(rows) // 3, before  # the crash comes mid-stream
             server.kill()  # SIGKILL mid-stream: acknowledged flushes are in the AOF
+            crashed.set()  # records keep arriving while Redis is down
             time.sleep(3)
             assert worker.poll() is None, "the worker died with Redis"
             server.start()
@@ -78,6 +84,7 @@ def test_worker_rides_out_redis_crash_and_restart(tmp_path, kafka_server):
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(30) == 0
         finally:
+            crashed.set()
             if worker.poll() is None:
                 worker.kill()
             log.close()
