@@ -51,6 +51,7 @@ from sketch_store.bounds import Bounds, merge_bounds
 from sketch_store.errors import SketchgenError, SpecError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_PARTS
+from sketch_store.replication import ReplicaWaiter, check_durability
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
@@ -224,8 +225,13 @@ def flush_call(
 class SketchStore:
     """Sketches of named streams in one Redis database (see module docstring)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, durability: str = "claims") -> None:
+        """``durability``: which writes wait for the primary's replicas (:mod:`sketch_store.replication`):
+        ``claims`` (default: a claim counts once its replicas have it, so a failover cannot hand out
+        its epoch again), ``replicated`` (also every flush) or ``none``."""
         self.client = client
+        self.durability = check_durability(durability)
+        self._waiter = ReplicaWaiter(client)
         self._create = client.register_script(CREATE)
         self._drop = client.register_script(DROP)
         self._claim = client.register_script(CLAIM)
@@ -244,6 +250,25 @@ class SketchStore:
             reply = script(keys=keys, args=args)
         except redis.ResponseError as exc:
             raise StoreScriptError(f"Redis refused the {what} script: {exc}") from None
+        return reply if isinstance(reply, list) else [reply]
+
+    def _run_durable(
+        self, script: Callable[..., object], keys: list[str], args: list[object], what: str, wait: bool
+    ) -> list[object]:
+        """:meth:`_run`, and with ``wait`` a ``WAIT`` for the primary's replicas on the same connection.
+
+        A write the replicas did not acknowledge in time is applied all the same (a replica down must
+        not stop ingest); it is logged, since a failover now could lose it (docs/design.md §3).
+        """
+        if not wait:
+            return self._run(script, keys, args, what)
+        try:
+            reply, ack = self._waiter.run(keys[0], script, keys, args)
+        except redis.ResponseError as exc:
+            raise StoreScriptError(f"Redis refused the {what} script: {exc}") from None
+        if not ack.ok:
+            log.warning("the %s on %s is acknowledged by %d of %d replicas after %d ms; a failover now could "
+                        "lose it", what, keys[0], ack.acked, ack.wanted, self._waiter.timeout_ms)
         return reply if isinstance(reply, list) else [reply]
 
     @staticmethod
@@ -385,7 +410,10 @@ class SketchStore:
         spec = self.get_spec(name)
         keys = StreamKeys(name)
         args = [spec.fingerprint] + ([] if incarnation is None else [incarnation])
-        reply = self._run(self._claim, [keys.meta, keys.partition(topic, partition), keys.epoch_counter], args, "claim")
+        reply = self._run_durable(
+            self._claim, [keys.meta, keys.partition(topic, partition), keys.epoch_counter], args, "claim",
+            self.durability != "none",
+        )
         if _text(reply[0]) != "ok":
             self._refuse(name, reply, "claim", recreated="this process read it")
         nxt = _text(reply[2])
@@ -430,7 +458,7 @@ class SketchStore:
             StreamKeys(name), spec.fingerprint, claim, from_offset, next_offset, total, count, buckets,
             self.bucket_config_cached(name), now, bounds,
         )
-        reply = self._run(self._flush, key_list, args, "flush")
+        reply = self._run_durable(self._flush, key_list, args, "flush", self.durability == "replicated")
         status = _text(reply[0])
         member = f"{claim.topic}:{claim.partition}"
         if status in ("ok", "duplicate"):
