@@ -5,9 +5,11 @@ Every server is a :class:`sketchgen.local_stack.RedisServer` (own data directory
 started again on the same directory keeps what it acknowledged and rejoins. Nothing here mocks
 Redis: the failovers are the servers' own (cluster replica election, Sentinel promotion).
 
-Test modules import the fixtures::
+Test modules take the fixtures in by name::
 
-    from tests.redis_topology import redis_cluster, redis_sentinel  # noqa: F401
+    from tests import redis_topology
+
+    redis_cluster = redis_topology.redis_cluster
 
 Both skip (with the reason) only when no redis-server / redis-cli binary is installed.
 """
@@ -95,7 +97,8 @@ def node_command(server: RedisServer, *args: str, timeout: float = 2.0) -> objec
 
 def info_fields(server: RedisServer, section: str) -> dict[str, str]:
     """``INFO section`` (or ``CLUSTER INFO`` for ``section="cluster-info"``) as a field → value dict."""
-    text = node_command(server, "CLUSTER", "INFO") if section == "cluster-info" else node_command(server, "INFO", section)
+    command = ("CLUSTER", "INFO") if section == "cluster-info" else ("INFO", section)
+    text = node_command(server, *command)
     fields: dict[str, str] = {}
     for line in str(text).splitlines():
         key, sep, value = line.partition(":")
@@ -432,7 +435,7 @@ class RedisSentinelTopology(_Topology):
         raise TopologyError(f"no data node of this deployment listens on port {port}")
 
     def _primary_port_of(self, sentinel: SentinelServer) -> int:
-        host, port = node_command(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[misc]
+        _host, port = node_command(sentinel, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)  # type: ignore[misc]
         return int(port)
 
     def primary(self) -> RedisServer:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from tests.redis_topology import (  # noqa: F401  (fixtures)
-    RedisClusterTopology,
-    RedisSentinelTopology,
-    info_fields,
-    node_command,
-    redis_cluster,
-    redis_sentinel,
-)
+from tests import redis_topology
+from tests.redis_topology import RedisClusterTopology, RedisSentinelTopology, info_fields, node_command
+
+redis_cluster = redis_topology.redis_cluster
+redis_sentinel = redis_topology.redis_sentinel
 
 
 def test_cluster_has_three_primaries_three_replicas_and_state_ok(redis_cluster: RedisClusterTopology) -> None:
