@@ -72,7 +72,8 @@ class LearnerService:
         self.stream = config.stream
         self.spec = store.get_spec(self.stream, refresh=True)  # unknown stream: fail fast
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.lease = Lease(store.client, self.stream, self.holder, ttl=config.lease_ttl)
+        self.lease = Lease(store.client, self.stream, self.holder, ttl=config.lease_ttl,
+                           wait_for_replicas=store.durability != "none")
         self.checkpoints = CheckpointStore(store.client, self.stream)
         window = f"{config.drift_recent:g}s_vs_{config.drift_reference:g}s"
         self.metrics = metrics or LearnerMetrics(self.stream, window)
@@ -83,7 +84,8 @@ class LearnerService:
         self.trained_for: tuple[str, str] | None = None  # (spec fingerprint, incarnation) of the trainer / model
         self.model: ServedModel | None = None  # what HTTP samples: replaced, never modified
         self.served: Checkpoint | None = None  # the checkpoint a standby serves (resumed from on takeover)
-        self.is_leader = False
+        self._leader = False  # what this loop last learned; is_leader also needs the lease still valid
+        self.metrics.is_leader.set_function(lambda: 1 if self.is_leader else 0)
         self.rounds = 0
         self.last_loss: float | None = None
         self.last_checkpoint = time.monotonic()  # the first checkpoint comes checkpoint_every after the start
@@ -112,7 +114,7 @@ class LearnerService:
                     self.stop_event.wait(1.0)
         finally:
             self._let_go()
-            self.metrics.is_leader.set(0)
+            self._leader = False
             log.info("learner stopped")
 
     def _tick(self) -> None:
@@ -150,11 +152,19 @@ class LearnerService:
         except (SketchgenError, redis.RedisError) as exc:
             log.warning("could not checkpoint or release the lease on stop: %s", exc)
 
+    @property
+    def is_leader(self) -> bool:
+        """This replica leads: it took the lease, and its last take or renewal is less than one TTL old.
+
+        The second half makes a leader stuck in a Redis outage or a failover stop calling itself one
+        (``/status``, ``/readyz``, the metric) before a standby can take the lease over.
+        """
+        return self._leader and self.lease.held
+
     def _become(self, leader: bool) -> None:
-        if leader != self.is_leader:
+        if leader != self._leader:
             log.info("%s the learner lease for stream %s", "took" if leader else "do not hold", self.stream)
-        self.is_leader = leader
-        self.metrics.is_leader.set(1 if leader else 0)
+        self._leader = leader
 
     def _stream_identity(self) -> tuple[SketchSpec, str]:
         """The stream's current spec and incarnation, re-read from Redis."""

@@ -26,14 +26,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import time
+from collections.abc import Callable
 
 import redis
 
 from sketch_store.errors import CheckpointError, SketchgenError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import StreamNotFoundError
+from sketch_store.replication import ReplicaWaiter
+
+log = logging.getLogger(__name__)
+
+#: KEYS: lease. ARGV: holder, TTL in ms. Takes the lease if it is free, extends it if the holder has it.
+#: Returns 1 if the holder holds it now, 0 if another does.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -75,28 +90,61 @@ def lease_key(stream: str) -> str:
 class Lease:
     """A renewable, expiring lease on a stream's learner role (see module docstring)."""
 
-    def __init__(self, client: redis.Redis, stream: str, holder: str, ttl: float = 10.0) -> None:
+    def __init__(
+        self, client: redis.Redis, stream: str, holder: str, ttl: float = 10.0, wait_for_replicas: bool = True
+    ) -> None:
         if not ttl > 0:
             raise SketchgenError(f"lease TTL must be > 0 seconds, got {ttl}")
         self.client = client
         self.key = lease_key(stream)
         self.holder = holder
         self.ttl_ms = int(ttl * 1000)
+        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._waiter = ReplicaWaiter(client, timeout_s=min(2.0, ttl / 4)) if wait_for_replicas else None
+        self._valid_until = 0.0  # time.monotonic() before which our last successful take or renewal holds
 
     def acquire(self) -> bool:
         """Take the lease if it is free (or renew it if we hold it); True if we hold it now."""
-        if self.client.set(self.key, self.holder, nx=True, px=self.ttl_ms):
-            return True
-        return self.renew()
+        return self._hold(self._acquire, "acquired")
 
     def renew(self) -> bool:
         """Extend our lease by one TTL; False if we no longer hold it."""
-        return bool(self._renew(keys=[self.key], args=[self.holder, self.ttl_ms]))
+        return self._hold(self._renew, "renewed")
+
+    @property
+    def held(self) -> bool:
+        """True until one TTL after the start of our last successful take or renewal (by our clock).
+
+        Redis holds the lease at least that long, so a holder that cannot reach Redis (an outage, a
+        failover) knows when it must stop acting as leader, before anybody else can take the lease.
+        """
+        return time.monotonic() < self._valid_until
+
+    def _hold(self, script: Callable[..., object], what: str) -> bool:
+        """Run the take or renew script (waiting for the primary's replicas); on success the lease holds for one TTL.
+
+        A lease the replicas did not acknowledge in time is held all the same, and logged: a failover
+        now could lose it (docs/design.md §3, "Failover").
+        """
+        started = time.monotonic()
+        if self._waiter is None:
+            reply = script(keys=[self.key], args=[self.holder, self.ttl_ms])
+        else:
+            reply, ack = self._waiter.run(self.key, script, [self.key], [self.holder, self.ttl_ms])
+            if not ack.ok:
+                log.warning("lease %s %s, but acknowledged by %d of %d replicas; a failover now could lose it",
+                            self.key, what, ack.acked, ack.wanted)
+        if reply:
+            self._valid_until = started + self.ttl_ms / 1000.0
+            return True
+        self._valid_until = 0.0
+        return False
 
     def release(self) -> bool:
         """Give the lease up at once (a clean shutdown: the standby takes over without waiting)."""
+        self._valid_until = 0.0
         return bool(self._release(keys=[self.key], args=[self.holder]))
 
     def current_holder(self) -> str | None:

@@ -42,15 +42,16 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from sketch_store.bounds import Bounds, merge_bounds
 from sketch_store.errors import SketchgenError, SpecError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
-from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_PARTS
+from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_CLAIMS, READ_PARTS
 from sketch_store.replication import ReplicaWaiter, check_durability
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
@@ -225,7 +226,7 @@ def flush_call(
 class SketchStore:
     """Sketches of named streams in one Redis database (see module docstring)."""
 
-    def __init__(self, client: redis.Redis, durability: str = "claims") -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, durability: str = "claims") -> None:
         """``durability``: which writes wait for the primary's replicas (:mod:`sketch_store.replication`):
         ``claims`` (default: a claim counts once its replicas have it, so a failover cannot hand out
         its epoch again), ``replicated`` (also every flush) or ``none``."""
@@ -238,6 +239,7 @@ class SketchStore:
         self._flush = client.register_script(FLUSH)
         self._read_parts = client.register_script(READ_PARTS)
         self._read_buckets = client.register_script(READ_BUCKETS)
+        self._read_claims = client.register_script(READ_CLAIMS)
         self._specs: dict[str, SketchSpec] = {}
         self._bucket_cfgs: dict[str, BucketConfig] = {}
 
@@ -258,7 +260,7 @@ class SketchStore:
         """:meth:`_run`, and with ``wait`` a ``WAIT`` for the primary's replicas on the same connection.
 
         A write the replicas did not acknowledge in time is applied all the same (a replica down must
-        not stop ingest); it is logged, since a failover now could lose it (docs/design.md §3).
+        not stop ingest); it is logged, since a failover now could lose it (docs/design.md §3, "Failover").
         """
         if not wait:
             return self._run(script, keys, args, what)
@@ -360,12 +362,19 @@ class SketchStore:
             self._refuse(name, reply, "delete")
         removed = int(reply[1])
         counter = keys.epoch_counter.encode()
-        doomed = [k for k in self.client.scan_iter(match=keys.pattern, count=1000) if k != counter]
+        doomed = [k for k in self._scan_stream(keys) if k != counter]
         for i in range(0, len(doomed), 1000):
             removed += int(self.client.delete(*doomed[i : i + 1000]))
         self._forget(name)
         log.info("deleted stream %s: %d keys (epoch counter kept at %s)", name, removed, _text(reply[2]))
         return removed
+
+    def _scan_stream(self, keys: StreamKeys) -> Iterator[bytes]:
+        """Every key of the stream (``SCAN``); on a cluster only the primary owning the stream's slot is scanned."""
+        if isinstance(self.client, RedisCluster):
+            node = self.client.get_node_from_key(keys.meta)
+            return self.client.scan_iter(match=keys.pattern, count=1000, target_nodes=node)
+        return self.client.scan_iter(match=keys.pattern, count=1000)
 
     def exists(self, name: str) -> bool:
         return bool(self.client.exists(StreamKeys(name).meta))
@@ -478,18 +487,17 @@ class SketchStore:
     def claims_held(self, name: str, claims: list[Claim]) -> list[bool]:
         """For each claim: does Redis still honour it (same epoch, and the stream not recreated since)?
 
-        A read only (one transaction over the stream's keys); a worker calls it after a pause,
-        before writing anything.
+        A read only (one script over the stream's keys, so also on a cluster); a worker calls it after
+        a pause, before writing anything.
         """
         keys = StreamKeys(name)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hget(keys.meta, "incarnation")
-            pipe.exists(keys.meta)
-            for c in claims:
-                pipe.hget(keys.partition(c.topic, c.partition), "epoch")
-            incarnation, exists, *epochs = pipe.execute()
-        if not exists:
+        part_keys = [keys.partition(c.topic, c.partition) for c in claims]
+        reply = self._run(self._read_claims, [keys.meta, *part_keys], [], "claims check")
+        if _text(reply[0]) == "missing":
             return [False] * len(claims)
+        if _text(reply[0]) != "ok":
+            self._refuse(name, reply, "claims check")
+        incarnation, *epochs = reply[1:]
         current = _text(incarnation) or ""
         return [
             _text(e) == str(c.epoch) and getattr(c, "incarnation", current) == current
@@ -678,7 +686,7 @@ class SketchStore:
         """Redis memory used by all keys of the stream (``MEMORY USAGE``, summed)."""
         keys = StreamKeys(name)
         total = 0
-        for key in self.client.scan_iter(match=keys.pattern, count=1000):
+        for key in self._scan_stream(keys):
             total += int(self.client.memory_usage(key, samples=0) or 0)
         return total
 

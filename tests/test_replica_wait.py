@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from sketch_store.errors import SketchgenError
+from sketch_store.leadership import Lease
 from sketch_store.redis_connect import connect
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import SketchStore
@@ -146,3 +147,28 @@ def test_role_replies_and_modes():
         check_durability("always")
     with pytest.raises(SketchgenError, match="timeout must be > 0"):
         ReplicaWaiter(redis.Redis(), timeout_s=0)
+
+
+def test_a_lease_is_taken_only_once_the_replica_has_it_and_is_held_for_one_ttl(pair):
+    primary, replica = pair
+    client = connect(primary.url)
+    lease = Lease(client, "leased", holder="a", ttl=1.5)
+    _stopped(replica)
+    try:
+        out: dict = {}
+        thread = threading.Thread(target=lambda: out.setdefault("took", lease.acquire()), daemon=True)
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive(), "the lease was taken before its only replica had it"
+    finally:
+        _resumed(replica)
+    thread.join(10)
+    assert out["took"] and lease.held
+    on_replica = redis.Redis(host=replica.host, port=replica.port)
+    assert on_replica.get(lease.key) == b"a"
+    assert not Lease(client, "leased", holder="b", ttl=1.5).acquire()
+    time.sleep(1.6)  # no renewal for one TTL: we no longer count as holding it, and Redis let it go
+    assert not lease.held
+    other = Lease(client, "leased", holder="b", ttl=1.5)
+    assert other.acquire() and other.held
+    assert not lease.renew() and not lease.held
