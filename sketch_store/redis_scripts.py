@@ -346,6 +346,25 @@ return out
 """
 )
 
+#: KEYS: meta, then the partition key of each claim to check. ARGV: none.
+#: A read only, in one step (a cluster has no multi-key transactions; the keys share the stream's slot).
+#: Returns {'missing'} | {'ok', incarnation or false, epoch or false (one per partition key)...}.
+READ_CLAIMS = (
+    _CHECKS
+    + """
+local err = check_type(KEYS[1], 'hash')
+if err then return err end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
+local out = {'ok', redis.call('HGET', KEYS[1], 'incarnation') or false}
+for i = 2, #KEYS do
+  err = check_type(KEYS[i], 'hash')
+  if err then return err end
+  table.insert(out, redis.call('HGET', KEYS[i], 'epoch') or false)
+end
+return out
+"""
+)
+
 #: KEYS: meta, bucket index, then the bucket key of each start in ARGV[2..] (same order).
 #: ARGV: min start (inclusive), then the starts the index holds from there, as read just before.
 #: Returns {'missing'} | {'retry', current starts...} when the index does not list exactly those
