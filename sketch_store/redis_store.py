@@ -260,7 +260,7 @@ class SketchStore:
         """:meth:`_run`, and with ``wait`` a ``WAIT`` for the primary's replicas on the same connection.
 
         A write the replicas did not acknowledge in time is applied all the same (a replica down must
-        not stop ingest); it is logged, since a failover now could lose it (docs/design.md §3).
+        not stop ingest); it is logged, since a failover now could lose it (docs/design.md §3, "Failover").
         """
         if not wait:
             return self._run(script, keys, args, what)
