@@ -42,7 +42,8 @@ DURABILITY_MODES = ("none", "claims", "replicated")
 def check_durability(mode: str) -> str:
     """``mode`` if it is one of :data:`DURABILITY_MODES`, else a one-line :class:`SketchgenError`."""
     if mode not in DURABILITY_MODES:
-        raise SketchgenError(f"--redis-durability must be one of {', '.join(DURABILITY_MODES)}, not {mode!r}")
+        raise SketchgenError(f"Redis durability must be one of {', '.join(DURABILITY_MODES)} (--redis-durability, "
+                             f"SKETCHGEN_REDIS_DURABILITY), not {mode!r}")
     return mode
 
 

@@ -30,11 +30,14 @@ from ingest.kafka_security import (
     KafkaSecurity,
 )
 from sketch_store.errors import SketchgenError
+from sketch_store.replication import DURABILITY_MODES, check_durability
 
 DEFAULT_KAFKA = "localhost:9092"
 DEFAULT_REDIS = "redis://localhost:6379/0"
 ENV_REDIS_PASSWORD = "SKETCHGEN_REDIS_PASSWORD"
 ENV_REDIS_PASSWORD_FILE = "SKETCHGEN_REDIS_PASSWORD_FILE"
+ENV_REDIS_DURABILITY = "SKETCHGEN_REDIS_DURABILITY"
+DEFAULT_REDIS_DURABILITY = "claims"
 #: The environment variables that carry Redis credentials (dropped for children talking to another Redis).
 REDIS_SECRET_ENV = (ENV_REDIS_PASSWORD, ENV_REDIS_PASSWORD_FILE)
 
@@ -48,6 +51,8 @@ class Connections:
     kafka_security: KafkaSecurity = dataclasses.field(default_factory=KafkaSecurity)
     #: Replaces the password of the Redis URL when set (``None``: the URL's, if any).
     redis_password: str | None = dataclasses.field(default=None, repr=False)
+    #: Which Redis writes wait for the primary's replicas (``sketch_store.replication``).
+    redis_durability: str = DEFAULT_REDIS_DURABILITY
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Connections:
@@ -67,6 +72,9 @@ class Connections:
             ) if getattr(args, "uses_kafka", False) else KafkaSecurity(),
             redis_password=resolve_redis_password(args.redis_password_file, env)
             if getattr(args, "uses_redis", False) else None,
+            redis_durability=check_durability(
+                getattr(args, "redis_durability", None) or env.get(ENV_REDIS_DURABILITY) or DEFAULT_REDIS_DURABILITY
+            ),
         )
 
 
@@ -108,6 +116,10 @@ def add_connection_args(parser: argparse.ArgumentParser, kafka: bool = True, red
     unused = "" if redis else "; not used by this command"
     parser.add_argument("--redis", metavar="URL",
                         help=f"Redis URL (env SKETCHGEN_REDIS, default {DEFAULT_REDIS}{unused})")
+    parser.add_argument("--redis-durability", metavar="MODE",
+                        help=f"which writes wait for the Redis primary's replicas: {', '.join(DURABILITY_MODES)} "
+                             f"(env {ENV_REDIS_DURABILITY}, default {DEFAULT_REDIS_DURABILITY}: claims and the "
+                             f"learner lease; replicated: every flush too){unused}")
     add_redis_password_args(parser)
 
 

@@ -173,7 +173,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def open_store(conn: Connections) -> SketchStore:
     """A store on a reachable Redis (with the resolved password), or one clear error without the password."""
     check_reachable(conn.redis, conn.redis_password)
-    return SketchStore(connect(conn.redis, conn.redis_password))
+    return SketchStore(connect(conn.redis, conn.redis_password), durability=conn.redis_durability)
 
 
 def check_create_args(args: argparse.Namespace) -> None:

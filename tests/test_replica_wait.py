@@ -143,7 +143,7 @@ def test_role_replies_and_modes():
     assert connected_replicas([b"master", 0, []]) == 0
     assert connected_replicas([b"master", 10, [[b"h", b"1", b"10"], [b"h", b"2", b"10"]]]) == 2
     assert check_durability("replicated") == "replicated"
-    with pytest.raises(SketchgenError, match="--redis-durability must be one of none, claims, replicated"):
+    with pytest.raises(SketchgenError, match=r"must be one of none, claims, replicated \(--redis-durability"):
         check_durability("always")
     with pytest.raises(SketchgenError, match="timeout must be > 0"):
         ReplicaWaiter(redis.Redis(), timeout_s=0)
@@ -172,3 +172,16 @@ def test_a_lease_is_taken_only_once_the_replica_has_it_and_is_held_for_one_ttl(p
     other = Lease(client, "leased", holder="b", ttl=1.5)
     assert other.acquire() and other.held
     assert not lease.renew() and not lease.held
+
+
+def test_the_cli_refuses_an_unknown_durability_in_one_line():
+    import subprocess
+    import sys
+
+    for extra, env in ((["--redis-durability", "always"], {}), ([], {"SKETCHGEN_REDIS_DURABILITY": "x"})):
+        done = subprocess.run(
+            [sys.executable, "-m", "sketchgen", "status", "s", *extra], capture_output=True, text=True,
+            env={**os.environ, **env}, timeout=60,
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().count("\n") == 0 and "durability must be one of none, claims" in done.stderr
