@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from sketch_store.bounds import Bounds
-from sketch_store.redis_store import LEVELS, BucketConfig, BucketDelta
+from sketch_store.redis_store import BucketConfig, BucketDelta
 
 
 class PartitionBuffer:
@@ -53,10 +53,9 @@ class PartitionBuffer:
         """Add ``count`` rows with feature sum ``feature_sum`` and record time ``timestamp`` (s)."""
         self.total += feature_sum
         self.count += count
-        for level in LEVELS:
-            res = self.buckets.resolution(level)
-            start = int(math.floor(timestamp / res) * res)
-            entry = self._by_bucket.setdefault((level, start), [np.zeros(2 * self.m), 0])
+        for level in self.buckets.levels:
+            start = int(math.floor(timestamp / level.seconds) * level.seconds)
+            entry = self._by_bucket.setdefault((level.name, start), [np.zeros(2 * self.m), 0])
             entry[0] += feature_sum
             entry[1] += count
 
@@ -86,10 +85,11 @@ class PartitionBuffer:
         return start == self.next_offset
 
     def bucket_deltas(self) -> list[BucketDelta]:
-        """The per-bucket deltas, fine buckets first."""
+        """The per-bucket deltas, finest level first, then by start."""
+        order = self.buckets.names
         return [
             BucketDelta(level=level, start=start, total=vec, count=c)
-            for (level, start), (vec, c) in sorted(self._by_bucket.items(), key=lambda kv: (LEVELS.index(kv[0][0]),
+            for (level, start), (vec, c) in sorted(self._by_bucket.items(), key=lambda kv: (order.index(kv[0][0]),
                                                                                         kv[0][1]))
         ]
 

@@ -21,9 +21,10 @@
 Every script validates all it will touch before its first write and declares every key it
 touches (docs/redis_scripts.md).
 
-Buckets come at two levels, ``fine`` (default 10 s kept 1 h) and ``coarse`` (default 5 min
-kept 7 days); each holds the sum over all partitions of the records whose timestamp falls
-in it, and expires by itself.
+Buckets come in levels (:mod:`sketch_store.buckets`): by default ``fine`` (10 s kept 1 h), ``coarse``
+(5 min kept 1 day) and ``long`` (1 h kept 7 days), streams created before the long level existed
+keep their two (fine, coarse); each bucket holds the sum over all partitions of the records whose
+timestamp falls in it, and expires by itself.
 
 The client retries on connection errors with exponential backoff, so a worker rides out a
 Redis restart (see :func:`connect`).
@@ -37,7 +38,6 @@ Example (needs a server)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -49,6 +49,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from sketch_store.bounds import Bounds, merge_bounds
+from sketch_store.buckets import DEFAULT_BUCKETS, BucketConfig
+from sketch_store.buckets import LEVELS as LEVELS  # re-exported: every level name a stream may have
 from sketch_store.errors import SketchgenError, SpecError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_CLAIMS, READ_PARTS
@@ -57,8 +59,6 @@ from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
-
-LEVELS = ("fine", "coarse")
 
 #: Reads whose key list comes from a first plain read are tried this often when the listing
 #: keeps changing under them (a partition's first flush, a new or pruned bucket).
@@ -91,28 +91,6 @@ class CorruptSumError(CorruptStoreError):
 
 class StoreScriptError(SketchgenError):
     """A store script refused its arguments, failed, or replied unexpectedly."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BucketConfig:
-    """Time-bucket resolutions and retention, in seconds (coarse resolution a multiple of fine)."""
-
-    fine_seconds: int = 10
-    fine_keep: int = 3600
-    coarse_seconds: int = 300
-    coarse_keep: int = 7 * 24 * 3600
-
-    def __post_init__(self) -> None:
-        if min(self.fine_seconds, self.fine_keep, self.coarse_seconds, self.coarse_keep) <= 0:
-            raise SketchgenError("bucket resolutions and retention must be positive")
-        if self.coarse_seconds % self.fine_seconds:
-            raise SketchgenError("the coarse bucket resolution must be a multiple of the fine one")
-
-    def resolution(self, level: str) -> int:
-        return self.fine_seconds if level == "fine" else self.coarse_seconds
-
-    def keep(self, level: str) -> int:
-        return self.fine_keep if level == "fine" else self.coarse_keep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,12 +298,15 @@ class SketchStore:
         stream are refused by its successor (even with the same spec).
         """
         keys = StreamKeys(spec.name)
-        cfg = buckets or BucketConfig()
+        cfg = buckets or DEFAULT_BUCKETS
+        for level in cfg.redundant():
+            log.warning("stream %s: the %s bucket level is kept no longer than the level before it, so no read "
+                        "uses it (it only costs memory)", spec.name, level.name)
         mapping = {
             "spec": spec.to_bytes(),
             "fingerprint": spec.fingerprint,
             "created": repr(time.time()),
-            "buckets": json.dumps(dataclasses.asdict(cfg)),
+            "buckets": cfg.to_json(),
             "incarnation": uuid.uuid4().hex,
         }
         if replace:
@@ -403,8 +384,9 @@ class SketchStore:
         return _text(raw) or ""
 
     def bucket_config(self, name: str) -> BucketConfig:
+        """The stream's stored bucket levels (a stream without a stored config has the two-level layout)."""
         raw = self.client.hget(StreamKeys(name).meta, "buckets")
-        return BucketConfig(**json.loads(raw)) if raw else BucketConfig()
+        return BucketConfig.from_json(raw) if raw else BucketConfig()
 
     # -- writes (ingest) ---------------------------------------------------
 
@@ -457,15 +439,17 @@ class SketchStore:
         for label, vec in [("delta", total), *((f"{b.level} bucket {b.start} delta", b.total) for b in buckets)]:
             if vec.shape != (2 * spec.m,):
                 raise SpecMismatchError(f"{label} has shape {vec.shape}, stream {name!r} expects ({2 * spec.m},)")
+        cfg = self.bucket_config_cached(name)
         for b in buckets:
-            if b.level not in LEVELS:
-                raise SketchgenError(f"unknown bucket level {b.level!r} (expected one of {', '.join(LEVELS)})")
+            if b.level not in cfg.names:
+                raise SketchgenError(f"unknown bucket level {b.level!r} for stream {name!r} "
+                                     f"(expected one of {', '.join(cfg.names)})")
         if bounds is not None and bounds.d != spec.d:
             raise SpecMismatchError(f"bounds have {bounds.d} coordinates, stream {name!r} has d = {spec.d}")
         now = time.time() if now is None else now
         key_list, args = flush_call(
             StreamKeys(name), spec.fingerprint, claim, from_offset, next_offset, total, count, buckets,
-            self.bucket_config_cached(name), now, bounds,
+            cfg, now, bounds,
         )
         reply = self._run_durable(self._flush, key_list, args, "flush", self.durability == "replicated")
         status = _text(reply[0])
@@ -630,7 +614,8 @@ class SketchStore:
         ]
 
     def _level_for(self, name: str, horizon: float) -> str:
-        return "fine" if horizon <= self.bucket_config_cached(name).fine_keep else "coarse"
+        """The finest level whose retention covers ``horizon`` (:meth:`BucketConfig.level_for`)."""
+        return self.bucket_config_cached(name).level_for(horizon).name
 
     def read_window(self, name: str, seconds: float, now: float | None = None) -> Sketch:
         """Sketch of the records whose timestamp lies in the last ``seconds`` (bucket-aligned)."""
@@ -664,8 +649,8 @@ class SketchStore:
         """Exponentially decayed sketch: bucket b weighs ``2^(−age_b / H)``, age at the bucket's middle.
 
         The count is the decayed count ``Σ_b w_b n_b`` (not an integer), so ``mean()`` is the
-        decayed mean of the features. Fine buckets serve half-lives up to an eighth of their
-        retention, coarse buckets longer ones.
+        decayed mean of the features. Each level serves half-lives up to an eighth of its
+        retention (the finest such level), the one kept longest the longer ones.
         """
         if not halflife > 0:
             raise SketchgenError(f"half-life must be > 0 seconds, got {halflife}")
