@@ -27,11 +27,10 @@ import time
 from collections.abc import Callable
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ingest.kafka_connect import check_kafka
 from sketch_store.errors import SketchgenError
+from sketch_store.redis_connect import RedisClient, quick_copy
 from sketch_store.redis_keys import StreamKeys
 
 log = logging.getLogger(__name__)
@@ -155,19 +154,10 @@ class WorkerHealth:
         return next((reason for failed, reason in checks if failed), None)
 
 
-def quick_client(client: redis.Redis, timeout: float = 2.0) -> redis.Redis:
-    """A client to the same Redis as ``client`` (same address, credentials, TLS) that never retries."""
-    pool = client.connection_pool
-    kwargs = {
-        **pool.connection_kwargs,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_error": [],
-        "health_check_interval": 0,
-    }
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
-                                                            max_connections=2, **kwargs))
+def quick_client(client: RedisClient, timeout: float = 2.0) -> RedisClient:
+    """A client to the same Redis as ``client`` (same address, credentials, TLS; the same Sentinels or
+    cluster) that never retries."""
+    return quick_copy(client, timeout)
 
 
 class ReadinessProber:
@@ -176,7 +166,7 @@ class ReadinessProber:
     def __init__(
         self,
         health: WorkerHealth,
-        client: redis.Redis,
+        client: RedisClient,
         stream: str,
         fingerprint: str,
         bootstrap: str,

@@ -42,7 +42,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import ConnectionPool, parse_url
 from redis.exceptions import ReadOnlyError, RedisClusterException
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from sketch_store.errors import SketchgenError
 
@@ -375,6 +375,38 @@ def _classify(exc: BaseException) -> BaseException:
     return cause if isinstance(exc, RedisClusterException) and isinstance(cause, redis.RedisError) else exc
 
 
+#: Connection settings :func:`quick_copy` replaces (the others, credentials and TLS, are kept).
+_RETRY_SETTINGS = ("retry", "retry_on_error", "retry_on_timeout", "health_check_interval", "socket_timeout",
+                   "socket_connect_timeout", "redis_connect_func", "connection_pool")
+
+
+def _kept_settings(kwargs: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in kwargs.items() if k not in _RETRY_SETTINGS}
+
+
+def quick_copy(client: RedisClient, timeout: float = 2.0) -> RedisClient:
+    """A client of the same deployment as ``client`` (address, credentials, TLS; the same Sentinels or
+    cluster nodes) that never retries and gives up after ``timeout`` seconds: for probes."""
+    quick = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if isinstance(client, RedisCluster):
+        nodes = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
+        kwargs = _kept_settings(client.nodes_manager.connection_kwargs)
+        return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 0), **kwargs, **quick)
+    pool = client.connection_pool
+    kwargs = {**_kept_settings(pool.connection_kwargs), **quick, "retry": Retry(NoBackoff(), 0), "retry_on_error": [],
+              "health_check_interval": 0}
+    if isinstance(pool, SentinelConnectionPool):
+        copy: ConnectionPool = SentinelConnectionPool(
+            pool.service_name, pool.sentinel_manager, connection_class=pool.connection_class,
+            is_master=pool.is_master, max_connections=2, **kwargs,
+        )  # fmt: skip
+    else:
+        copy = ConnectionPool(connection_class=pool.connection_class, max_connections=2, **kwargs)
+    probe = redis.Redis(connection_pool=copy)
+    probe.auto_close_connection_pool = True
+    return probe
+
+
 def _unreachable_message(exc: BaseException, where: str) -> str | None:
     """The start of :func:`check_reachable`'s one line for ``exc``; None for an error it does not explain."""
     if isinstance(exc, redis.AuthenticationError):
@@ -397,7 +429,7 @@ def check_reachable(url: str, password: str | None = None) -> None:
             "socket_connect_timeout": 3.0, "socket_timeout": 3.0, "retry": Retry(NoBackoff(), 0),
         })  # fmt: skip
         quick.ping()
-    except (redis.RedisError, OSError) as raised:
+    except (redis.RedisError, RedisClusterException, OSError) as raised:
         exc = _classify(raised)
         message = _unreachable_message(exc, redact_url(url))
         if message is None:
