@@ -15,8 +15,10 @@ from pathlib import Path
 
 from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
 from sketch_store.bounds import Bounds
+from sketch_store.buckets import DEFAULT_BUCKETS, LEVELS, BucketConfig
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.frequency_laws import LAWS
+from sketch_store.memory_budget import StreamMemory, human_bytes, stream_memory
 from sketch_store.pilot import (
     DEFAULT_KERNEL,
     DEFAULT_LAW,
@@ -29,7 +31,7 @@ from sketch_store.pilot import (
 )
 from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import validate_stream_name
-from sketch_store.redis_store import LEVELS, BucketConfig, SketchStore
+from sketch_store.redis_store import SketchStore
 from sketch_store.sketch import save_sketch
 from sketch_store.spec import SketchSpec
 from sketch_store.typed_encoding import UNKNOWN_POLICIES
@@ -64,10 +66,7 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
                    f"(default {DEFAULT_KERNEL})")
     p.add_argument("--seed", type=int, default=0, help="seed of the frequency draw (default 0)")
     p.add_argument("--replace", action="store_true", help="delete an existing stream of that name and its data")
-    p.add_argument("--fine-bucket", type=int, default=10, help="fine time bucket, seconds (default 10)")
-    p.add_argument("--fine-keep", type=int, default=3600, help="fine bucket retention, seconds (default 3600)")
-    p.add_argument("--coarse-bucket", type=int, default=300, help="coarse time bucket, seconds (default 300)")
-    p.add_argument("--coarse-keep", type=int, default=604800, help="coarse bucket retention, seconds (default 7 days)")
+    add_bucket_args(p)
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_create)
 
@@ -104,6 +103,48 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     window.add_argument("--halflife", type=float, metavar="SECONDS", help="exponentially decayed, half-life SECONDS")
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_export)
+
+
+def add_bucket_args(p: argparse.ArgumentParser) -> None:
+    """``--LEVEL-bucket`` (resolution) and ``--LEVEL-keep`` (retention) of each bucket level, defaults from
+    :data:`DEFAULT_BUCKETS` (docs/ingest.md, "Memory of a stream")."""
+    for i, level in enumerate(DEFAULT_BUCKETS.levels):
+        off = "" if i == 0 else "; 0: no such level"
+        p.add_argument(f"--{level.name}-bucket", type=int, default=level.seconds,
+                       help=f"{level.name} time bucket, seconds (default {level.seconds}{off})")
+        p.add_argument(f"--{level.name}-keep", type=int, default=level.keep,
+                       help=f"{level.name} bucket retention, seconds (default {level.keep})")
+
+
+def buckets_from_args(args: argparse.Namespace) -> BucketConfig:
+    """The bucket levels the ``create`` flags set (a level other than fine with ``--LEVEL-bucket 0`` is left out);
+    refuses, in one line, an invalid config or a level no read would use."""
+    fields: dict[str, int | None] = {}
+    for i, name in enumerate(LEVELS):
+        seconds, keep = getattr(args, f"{name}_bucket"), getattr(args, f"{name}_keep")
+        off = i > 0 and seconds == 0
+        fields[f"{name}_seconds"], fields[f"{name}_keep"] = (None, None) if off else (seconds, keep)
+    try:
+        cfg = BucketConfig(**fields)
+    except SketchgenError as exc:
+        raise DataError(f"{exc} (see --LEVEL-bucket / --LEVEL-keep)") from None
+    for level in cfg.redundant():
+        raise DataError(f"the {level.name} bucket level is kept {level.keep} s, no longer than the level before it, "
+                        f"so no read would use it: raise --{level.name}-keep or drop it with --{level.name}-bucket 0")
+    return cfg
+
+
+def memory_line(memory: StreamMemory, per_partition: int) -> str:
+    """``memory at full retention: 41.0 MB (40 960 123 bytes): 819 buckets (fine 361, …) + 49.8 kB per partition``."""
+    levels = ", ".join(f"{lv.level} {lv.buckets}" for lv in memory.levels)
+    n = sum(lv.buckets for lv in memory.levels)
+    return (f"memory at full retention: {human_bytes(memory.total)} ({memory.total} bytes) in Redis: {n} buckets "
+            f"({levels}) + {human_bytes(per_partition)} per partition")
+
+
+def spec_memory(spec: SketchSpec, buckets: BucketConfig, partitions: int, name: str) -> StreamMemory:
+    """:func:`stream_memory` of a stream with this spec and bucket levels."""
+    return stream_memory(spec.m, spec.d, len(spec.to_bytes()), buckets, partitions, name=name)
 
 
 def add_up_command(sub: argparse._SubParsersAction) -> None:
@@ -216,7 +257,7 @@ def pilot_spec(args: argparse.Namespace) -> SketchSpec:
 def cmd_create(args: argparse.Namespace) -> int:
     validate_stream_name(args.name)
     check_create_args(args)
-    buckets = BucketConfig(args.fine_bucket, args.fine_keep, args.coarse_bucket, args.coarse_keep)
+    buckets = buckets_from_args(args)
     if args.estimate_from:
         spec = pilot_spec(args)
     else:
@@ -229,6 +270,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     store = open_store(Connections.from_args(args))
     store.create_stream(spec, buckets=buckets, replace=args.replace)
     print(f"created stream {args.name}: {spec.describe()}")
+    one = spec_memory(spec, buckets, 1, args.name)
+    print(memory_line(one, one.total - spec_memory(spec, buckets, 0, args.name).total))
     return 0
 
 
@@ -263,8 +306,10 @@ def status_dict(store: SketchStore, name: str) -> dict[str, object]:
     """Everything ``status`` shows, as JSON-ready data."""
     state = store.state(name)
     spec = state.spec
+    now_bytes = store.memory_bytes(name)
     buckets: dict[str, object] = {}
-    for level in LEVELS:
+    cfg = store.bucket_config(name)
+    for level in cfg.names:
         span = store.bucket_span(name, level)
         buckets[level] = None if span is None else {"first": span[0], "last": span[1], "buckets": span[2]}
     return {
@@ -285,8 +330,9 @@ def status_dict(store: SketchStore, name: str) -> dict[str, object]:
             for p in state.partitions
         ],
         "buckets": buckets,
-        "bucket_config": store.bucket_config(name).__dict__,
-        "memory_bytes": store.memory_bytes(name),
+        "bucket_config": cfg.__dict__,
+        "memory_bytes": now_bytes,
+        "memory": {"now_bytes": now_bytes, **spec_memory(spec, cfg, len(state.partitions), name).as_dict()},
     }
 
 
@@ -305,6 +351,14 @@ def _ranges_text(ranges: dict[str, list[float]] | None, shown: int = 6) -> str:
     return (", ".join(parts) + more) if parts else "no numeric fields"
 
 
+def _full_retention_text(memory: dict[str, object]) -> str:
+    """``40.9 MB (40 912 345 bytes) at full retention (fine 361 buckets 17.8 MB, …)``."""
+    total = int(memory["full_retention_bytes"])  # type: ignore[call-overload]
+    levels = ", ".join(f"{lv['level']} {lv['buckets']} buckets {human_bytes(lv['bytes'])}"
+                       for lv in memory["levels"])  # type: ignore[attr-defined]
+    return f"{human_bytes(total)} ({total} bytes) at full retention ({levels})"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(Connections.from_args(args))
     info = status_dict(store, args.name)
@@ -317,7 +371,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"spec       {spec.describe()}",
         f"records    {info['count']:,}",
         f"updated    {_ago(info['updated'])}",  # type: ignore[arg-type]
-        f"memory     {info['memory_bytes'] / 1024:,.1f} KiB in Redis",
+        f"memory     {human_bytes(info['memory_bytes'])} ({info['memory_bytes']} bytes) in Redis now, "  # type: ignore[arg-type]
+        f"{_full_retention_text(info['memory'])}",  # type: ignore[arg-type]
         f"ranges     {_ranges_text(info['ranges'])}",  # type: ignore[arg-type]
     ]
     for level, span in info["buckets"].items():  # type: ignore[union-attr]

@@ -11,6 +11,8 @@ from sketch_store.buckets import DEFAULT_BUCKETS, BucketConfig
 from sketch_store.errors import SketchgenError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import BucketDelta
+from sketchgen.cli import build_parser
+from sketchgen.streaming import buckets_from_args
 from tests.store_helpers import delta, make_spec
 
 DAY = 86400
@@ -74,3 +76,18 @@ def test_invalid_bucket_configs_are_refused_in_one_line(fields, message):
     with pytest.raises(SketchgenError, match=message):
         BucketConfig(**fields)
 
+
+def create_args(*flags: str):
+    return build_parser().parse_args(["create", "s", "--dim", "2", *flags])
+
+
+def test_create_flags_set_every_level_and_can_drop_the_long_one():
+    assert buckets_from_args(create_args()) == DEFAULT_BUCKETS
+    cfg = buckets_from_args(create_args("--fine-bucket", "5", "--coarse-keep", "7200", "--long-bucket", "1800",
+                                        "--long-keep", "86400"))
+    assert [(lv.name, lv.seconds, lv.keep) for lv in cfg.levels] == [
+        ("fine", 5, 3600), ("coarse", 300, 7200), ("long", 1800, 86400)]
+    old = buckets_from_args(create_args("--coarse-keep", str(7 * DAY), "--long-bucket", "0"))
+    assert old == BucketConfig()  # the two levels of older releases
+    with pytest.raises(SketchgenError, match="no read would use it: raise --long-keep or drop it"):
+        buckets_from_args(create_args("--coarse-keep", str(7 * DAY)))
