@@ -82,7 +82,8 @@ class StopBoundedRetry(Retry):
     """
 
     def __init__(self, inner: Retry, remaining: Callable[[], float | None]) -> None:
-        super().__init__(NoBackoff(), inner.get_retries())
+        # the inner policy's back-off: a cluster client sleeps it between its own attempts
+        super().__init__(getattr(inner, "_backoff", None) or NoBackoff(), inner.get_retries())
         self.inner = inner
         self.remaining = remaining
 
@@ -118,6 +119,12 @@ class StopBoundedRetry(Retry):
             return False
 
         return self.inner.call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def client_retry(client: object) -> Retry | None:
+    """The retry policy of a client: ``get_retry()``, or the ``retry`` attribute of a cluster client that lacks it."""
+    get = getattr(client, "get_retry", None)
+    return get() if callable(get) else getattr(client, "retry", None)
 
 
 @dataclasses.dataclass

@@ -46,7 +46,7 @@ from redis.retry import Retry
 
 from ingest.dead_letters import DeadLetter, DeadLetterQueue, max_dead_letter_bytes
 from ingest.decode import MAX_VALUE_BYTES, RecordError
-from ingest.flusher import Flusher, StopBoundedRetry, StopDeadline
+from ingest.flusher import Flusher, StopBoundedRetry, StopDeadline, client_retry
 from ingest.fold import Folder, Job
 from ingest.health import ReadinessProber, WorkerHealth
 from ingest.http_api import serve
@@ -251,7 +251,7 @@ class IngestWorker:
         a command is retrying through an outage; the client's own policy is put back at the end.
         """
         client = self.store.client
-        policy = client.get_retry()
+        policy = client_retry(client)
         client.set_retry(StopBoundedRetry(policy or Retry(NoBackoff(), 0), self.stopping.remaining))
         self._start_http()
         try:

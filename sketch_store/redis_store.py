@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from sketch_store.bounds import Bounds, merge_bounds
 from sketch_store.buckets import DEFAULT_BUCKETS, BucketConfig
@@ -59,6 +60,10 @@ from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
+
+#: Cluster answers that mean "no primary for this slot yet, or it moved": a failover in progress, retried
+#: like a connection error (they are ResponseErrors to redis-py, not the script's refusal).
+CLUSTER_IN_FAILOVER = (ClusterDownError, TryAgainError, MovedError, AskError)
 
 #: Reads whose key list comes from a first plain read are tried this often when the listing
 #: keeps changing under them (a partition's first flush, a new or pruned bucket).
@@ -228,6 +233,8 @@ class SketchStore:
         """Run one store script; a server-side script error becomes a :class:`StoreScriptError`."""
         try:
             reply = script(keys=keys, args=args)
+        except CLUSTER_IN_FAILOVER as exc:
+            raise redis.ConnectionError(f"Redis Cluster is failing over ({exc!r})") from exc
         except redis.ResponseError as exc:
             raise StoreScriptError(f"Redis refused the {what} script: {exc}") from None
         return reply if isinstance(reply, list) else [reply]
@@ -244,6 +251,8 @@ class SketchStore:
             return self._run(script, keys, args, what)
         try:
             reply, ack = self._waiter.run(keys[0], script, keys, args)
+        except CLUSTER_IN_FAILOVER as exc:
+            raise redis.ConnectionError(f"Redis Cluster is failing over ({exc!r})") from exc
         except redis.ResponseError as exc:
             raise StoreScriptError(f"Redis refused the {what} script: {exc}") from None
         if not ack.ok:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from sketch_store.errors import SketchgenError
 
@@ -82,12 +83,16 @@ def connected_replicas(role: list[object]) -> int:
 class ReplicaWaiter:
     """Runs a store script and waits for the primary's connected replicas to have it (module docstring)."""
 
-    def __init__(self, client: redis.Redis | RedisCluster, timeout_s: float = 2.0, role_ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, client: redis.Redis | RedisCluster, timeout_s: float = 2.0, role_ttl_s: float = 5.0,
+        cluster_retry_s: float = 60.0,
+    ) -> None:
         if not timeout_s > 0:
             raise SketchgenError(f"the replica wait timeout must be > 0 seconds, got {timeout_s}")
         self.client = client
         self.timeout_ms = max(1, int(timeout_s * 1000))
         self.role_ttl_s = role_ttl_s
+        self.cluster_retry_s = cluster_retry_s
         self._replicas: dict[int, tuple[float, int]] = {}  # id of the node client -> (read at, replicas)
         self._lock = threading.Lock()
 
@@ -108,25 +113,30 @@ class ReplicaWaiter:
     ) -> tuple[object, ReplicaAck]:
         """``script(keys, args)`` on the primary of ``key``, then ``WAIT`` for its replicas on that connection.
 
-        Returns the script's reply and the acknowledgement. Connection errors propagate (the caller's
-        retry handles an outage or a failover in progress); on a cluster a moved slot refreshes the
-        slot map and is tried once more.
+        Returns the script's reply and the acknowledgement. On one server or through Sentinel, the
+        client's own retries handle an outage and connection errors propagate; on a cluster, a slot
+        that moved or has no primary yet (a failover in progress) re-reads the slot map and tries
+        again for up to ``cluster_retry_s`` seconds, then raises :class:`redis.ConnectionError`.
         """
-        cluster = isinstance(self.client, RedisCluster)
-        for attempt in (1, 2):
-            node = node_client(self.client, key)
+        if not isinstance(self.client, RedisCluster):
+            return self._run_on(self.client, script, keys, args)  # the client's own retries ride out outages
+        deadline = time.monotonic() + self.cluster_retry_s
+        delay = 0.05
+        while True:
             try:
-                return self._run_on(node, script, keys, args)
-            except redis.ResponseError as exc:
-                if attempt == 2 or not cluster or not str(exc).startswith(("MOVED", "ASK")):
-                    raise
-                log.info("slot of %s moved (%s); refreshing the cluster's slot map", key, exc)
+                return self._run_on(node_client(self.client, key), script, keys, args)
+            except (MovedError, AskError, ClusterDownError, TryAgainError, redis.ConnectionError,
+                    redis.TimeoutError) as exc:
+                # a failover in progress: the slot moved or has no primary yet; the node client does not
+                # follow it by itself, so re-read the slot map and try again (a retried claim takes one
+                # more epoch; a retried flush is answered 'duplicate' if it had been applied)
+                if time.monotonic() + delay > deadline:
+                    raise redis.ConnectionError(f"the primary of {key} did not answer for "
+                                                f"{self.cluster_retry_s:g} s: {exc!r}") from exc
+                log.info("primary of %s unavailable (%r); refreshing the cluster's slot map", key, exc)
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
                 self._refresh_slots()
-            except (redis.ConnectionError, redis.TimeoutError):
-                if cluster:
-                    self._refresh_slots()  # the node may have failed over: the caller's retry finds the new one
-                raise
-        raise AssertionError("unreachable")
 
     def _refresh_slots(self) -> None:
         """Re-read a cluster's slot map (best effort: a failing refresh leaves the retry to the caller)."""

@@ -58,6 +58,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from ingest.decode import F32_CONTENT_TYPE, RecordError, check_range, decode_value
 from ingest.membership import Membership
 from sketch_store.features import FeatureMap
+from sketch_store.redis_connect import connect
+from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import RedisServer
@@ -700,6 +702,64 @@ class CrashableRedis:
         self.server.stop()
 
 
+class FailoverRedis:
+    """A replicated Redis the run does not own (a Cluster or a Sentinel topology): :meth:`kill` starts a
+    primary failover — ``fail_over()`` SIGKILLs the primary of the stream's slot, waits until a replica has
+    taken over and the killed node has rejoined as a replica — in a thread, so the plan goes on meanwhile.
+
+    It stands in for :class:`CrashableRedis`: ``down`` while a failover runs, ``was_down``, ``start``/``stop``
+    do nothing (the topology's fixture owns the servers). ``failovers`` counts the completed ones.
+    """
+
+    def __init__(self, url: str, fail_over: Callable[[str], object]) -> None:
+        """``fail_over(key)`` fails over the primary holding ``key`` (the stream's meta key, set by the run)."""
+        self.url = url
+        self._fail_over = fail_over
+        self.events = EventLog()
+        self.key = ""
+        self.outages: list[tuple[float, float]] = []
+        self.failovers = 0
+        self.errors: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def was_down(self, since: float) -> bool:
+        return self.down or any(up >= since for _, up in self.outages)
+
+    def kill(self) -> bool:
+        if self.down:
+            return False
+        self._since = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="failover", daemon=True)
+        self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        self.events.add("failover: primary SIGKILLed")
+        try:
+            new = self._fail_over(self.key)
+        except Exception as exc:  # reported as the run's error, not a crash of the harness
+            self.errors.append(f"a failover did not complete: {exc!r}")
+            self.events.add(f"failover failed: {exc!r}")
+        else:
+            self.failovers += 1
+            self.events.add(f"failover done: {new!r} is primary, the old primary rejoined as its replica "
+                            f"({time.monotonic() - (self._since or 0.0):.1f} s)")
+        finally:
+            self.outages.append((self._since or 0.0, time.monotonic()))
+
+    def start(self) -> None:
+        """Nothing to restart: the killed primary came back as a replica within the failover."""
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.join(60)
+
+
 LOG_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
 
 
@@ -721,8 +781,10 @@ def log_clock_offset(path: Path) -> float | None:
 
 
 def quick_client(url: str) -> redis.Redis:
-    """A client that fails fast (2 s, no retries): for the harness's reads while Redis may be down."""
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    """A client that fails fast (2 s, no retries): for the harness's reads while Redis may be down.
+
+    Any URL the services take (one server, Sentinel, Cluster)."""
+    return connect(url, retries=0, socket_timeout=2.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -742,7 +804,7 @@ class Fault:
     target: int = 0
 
 
-KINDS = ("pause", "kill", "redis", "skew", "scale")
+KINDS = ("pause", "kill", "redis", "skew", "scale", "failover")
 
 
 def random_plan(rng: random.Random, duration: float, per_kind: int, max_workers: int = 4,
@@ -783,7 +845,8 @@ class Chaos:
     would wait with it.
     """
 
-    def __init__(self, pool: WorkerPool, redis_server: CrashableRedis, rng: random.Random, events: EventLog,
+    def __init__(self, pool: WorkerPool, redis_server: CrashableRedis | FailoverRedis, rng: random.Random,
+                 events: EventLog,
                  skew_s: float = 45.0, member_ttl_s: float = MEMBER_TTL_S, fault_skewed: bool = True,
                  restart_delay: tuple[float, float] = (0.3, 2.0), max_workers: int = 4,
                  grace_s: float = 8.0) -> None:
@@ -916,6 +979,13 @@ class Chaos:
             return
         self.caused["redis kill"] += 1
         self._later(fault.hold, "redis restart", self._redis_back)
+
+    def _do_failover(self, fault: Fault) -> None:
+        """A primary failover (with a :class:`FailoverRedis`): counted once it completed, in ``failovers``."""
+        if not isinstance(self.redis, FailoverRedis) or not self.redis.kill():
+            self._retry_or_skip(fault)
+            return
+        self.caused["failover started"] += 1
 
     def _redis_back(self) -> None:
         self.redis.start()
@@ -1288,8 +1358,13 @@ class ChaosResult:
 class ChaosRun:
     """Own Redis, fresh stream and topic, workers, live producer, a fault plan, then the checks."""
 
-    def __init__(self, config: ChaosConfig, folder: Path, kafka: str) -> None:
+    def __init__(
+        self, config: ChaosConfig, folder: Path, kafka: str, redis_backend: FailoverRedis | None = None
+    ) -> None:
+        """``redis_backend``: a replicated Redis to run on (its ``failover`` faults); default the run's own
+        :class:`CrashableRedis` (``redis`` faults)."""
         self.config, self.folder, self.kafka = config, Path(folder), kafka
+        self.redis_backend = redis_backend
         self.events = EventLog()
         suffix = uuid.uuid4().hex[:8]
         self.stream, self.topic = f"chaos-{suffix}", f"chaos-{suffix}-events"
@@ -1302,13 +1377,15 @@ class ChaosRun:
         self.events.add(f"faketime probe: time.time() in a child {probed:+.2f} s off (asked {cfg.skew_s:+g})")
         if abs(probed - cfg.skew_s) > 5.0:
             raise AssertionError(f"clock skew does not work: asked {cfg.skew_s:+g} s, a child measured {probed:+.2f}")
-        redis_server = CrashableRedis(self.folder / "redis", self.events)
+        redis_server = self.redis_backend or CrashableRedis(self.folder / "redis", self.events)
         redis_server.start()
+        if isinstance(redis_server, FailoverRedis):
+            redis_server.events, redis_server.key = self.events, StreamKeys(self.stream).meta
         pool: WorkerPool | None = None
         monitor: Monitor | None = None
         producer: LiveProducer | None = None
         try:
-            store = SketchStore(redis.Redis.from_url(redis_server.url))
+            store = SketchStore(connect(redis_server.url))
             store.create_stream(self.spec)
             ensure_topic(self.kafka, self.topic, cfg.partitions)
             command = IngestCommand(self.stream, self.topic, self.kafka, redis_server.url, flush_ms=cfg.flush_ms)
@@ -1344,7 +1421,9 @@ class ChaosRun:
                      "skewed clock seen in a log (s)": max(chaos.clock_seen, default=0.0),
                      "newest member score ahead in Redis (s)": max(chaos.skew_seen, default=0.0)}
             errors += sketch_errors + dlq_errors + self._final_workers(pool, chaos)
-            errors += pool.errors
+            errors += pool.errors + getattr(redis_server, "errors", [])
+            if isinstance(redis_server, FailoverRedis):
+                chaos.caused["failover"] = redis_server.failovers
             store.client.close()
             return ChaosResult(chaos.caused, chaos.skipped, log_stats(pool.workers), facts, errors,
                                sorted(monitor.violations.values(), key=lambda v: v.first_bad), self.events,
