@@ -33,8 +33,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TypeVar
 
-import redis
-
+from sketch_store.redis_connect import RedisClient
 from sketch_store.redis_keys import StreamKeys
 
 T = TypeVar("T")
@@ -77,7 +76,7 @@ class Heartbeat:
 class Membership:
     """One worker's membership in a group, heartbeated into Redis (see module docstring)."""
 
-    def __init__(self, client: redis.Redis, stream: str, group: str, member_id: str, ttl: float = 6.0) -> None:
+    def __init__(self, client: RedisClient, stream: str, group: str, member_id: str, ttl: float = 6.0) -> None:
         self.client = client
         self.key = f"{StreamKeys(stream).prefix}:members:{group}"
         self.member_id = member_id

@@ -31,9 +31,8 @@ import math
 import time
 from collections.abc import Callable
 
-import redis
-
 from sketch_store.errors import CheckpointError, SketchgenError
+from sketch_store.redis_connect import RedisClient
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import StreamNotFoundError
 from sketch_store.replication import ReplicaWaiter
@@ -91,7 +90,7 @@ class Lease:
     """A renewable, expiring lease on a stream's learner role (see module docstring)."""
 
     def __init__(
-        self, client: redis.Redis, stream: str, holder: str, ttl: float = 10.0, wait_for_replicas: bool = True
+        self, client: RedisClient, stream: str, holder: str, ttl: float = 10.0, wait_for_replicas: bool = True
     ) -> None:
         if not ttl > 0:
             raise SketchgenError(f"lease TTL must be > 0 seconds, got {ttl}")
@@ -240,7 +239,7 @@ def parse_record(raw: dict[bytes, bytes]) -> StoredCheckpoint:
 class CheckpointStore:
     """The latest model checkpoint of one stream (see module docstring)."""
 
-    def __init__(self, client: redis.Redis, stream: str) -> None:
+    def __init__(self, client: RedisClient, stream: str) -> None:
         self.client = client
         self.keys = StreamKeys(stream)
         self._save = client.register_script(_SAVE)
