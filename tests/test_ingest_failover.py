@@ -9,17 +9,31 @@ equals the valid rows below its stored offset.
 
 A failover with asynchronous replication may lose the primary's last writes. With SIGKILL on loopback
 that is rare, so :func:`test_a_tail_lost_in_a_failover_is_read_again_from_kafka` makes it certain:
-the replica is stopped while a worker flushes, then the primary is killed and the stopped replica,
-resumed, is promoted without those flushes. The worker's next flush is refused (Redis's offset is
+the replica is stopped and its link dropped while a worker flushes, then the primary is killed and
+the replica, resumed, is promoted without those flushes. The worker's next flush is refused (Redis's offset is
 older than its own), it claims the partition again at Redis's offset and reads the lost tail again.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
+import redis
+from kafka import KafkaProducer
 
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import SketchStore
+from sketch_store.sketch import Sketch
+from sketch_store.spec import SketchSpec
+from sketchgen.produce import ensure_topic
 from tests import redis_topology
 from tests.chaos import ChaosConfig, ChaosRun, FailoverRedis, Fault
 
@@ -75,3 +89,90 @@ def test_ingest_exact_through_cluster_failovers(tmp_path, kafka_server, redis_cl
 
 def test_ingest_exact_through_sentinel_failovers(tmp_path, kafka_server, redis_sentinel):
     _chaos(tmp_path, kafka_server.bootstrap, FailoverRedis(redis_sentinel.url, lambda _key: redis_sentinel.fail_over()))
+
+
+def _produce(bootstrap: str, topic: str, rows: np.ndarray) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for i, row in enumerate(rows):
+        producer.send(topic, json.dumps(row.tolist()).encode(), partition=i % 2)
+    producer.flush()
+    producer.close()
+
+
+def _count_on(server, name: str) -> int:
+    """The stream's total count as ``server`` itself holds it (no Sentinel in between)."""
+    store = SketchStore(redis.Redis(host=server.host, port=server.port, socket_timeout=5))
+    try:
+        return int(store.total_count(name))
+    finally:
+        store.client.close()
+
+
+def _wait(what: str, check, timeout: float = 60.0, log=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{log()[-4000:]}" if log else ""))
+        time.sleep(0.2)
+
+
+def test_a_tail_lost_in_a_failover_is_read_again_from_kafka(tmp_path, kafka_server, redis_sentinel):
+    name, topic = "lost-tail", "lost-tail-events"
+    rows = np.random.default_rng(8).normal(size=(3000, 2))
+    first, second, third = rows[:1000], rows[1000:2000], rows[2000:]
+    store = SketchStore(connect(redis_sentinel.url))
+    spec = SketchSpec.create(d=2, m=32, law="adapted-radius", sigma=0.7, seed=2, name=name)
+    store.create_stream(spec)
+    ensure_topic(kafka_server.bootstrap, topic, 2)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sketchgen", "ingest", name, "--topic", topic, "--kafka", kafka_server.bootstrap,
+             "--redis", redis_sentinel.url, "--flush-ms", "100"],
+            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    text = lambda: log_path.read_text(errors="replace")  # noqa: E731
+    old = redis_sentinel.primary()
+    (new,) = redis_sentinel.replicas()
+    try:
+        _produce(kafka_server.bootstrap, topic, first)
+        _wait("the first rows on both nodes", lambda: _count_on(old, name) == _count_on(new, name) == len(first),
+              log=text)
+        # the replica stops, and the primary drops its link: what follows is on the primary only (the
+        # replica cannot reconnect while stopped, and nothing is left in flight on a closed socket)
+        os.kill(new.pid, signal.SIGSTOP)
+        try:
+            redis_topology.node_command(old, "CLIENT", "KILL", "TYPE", "replica")
+            _wait("the primary to have no replica", lambda: redis_topology.info_fields(old, "replication").get(
+                "connected_slaves") == "0")
+            _produce(kafka_server.bootstrap, topic, second)
+            _wait("the second rows on the primary", lambda: _count_on(old, name) == len(first) + len(second),
+                  log=text)
+            old.kill()
+        finally:
+            os.kill(new.pid, signal.SIGCONT)
+        redis_topology.wait_until("the sentinels to promote the replica", lambda: redis_topology.node_command(
+            new, "ROLE")[0] == "master" and redis_sentinel.primary() is new, 60.0, redis_sentinel.servers())
+        promoted = _count_on(new, name)
+        assert promoted == len(first), f"the failover kept {promoted} rows; the test needs it to lose the tail"
+        _produce(kafka_server.bootstrap, topic, third)
+        _wait("every row counted once on the new primary", lambda: store.total_count(name) == len(rows), 90.0,
+              log=text)
+        time.sleep(1.5)  # nothing more may arrive
+        state = store.state(name)
+        assert state.sketch.count == len(rows), text()[-4000:]
+        expected = Sketch.from_data(spec, rows)
+        rel = np.linalg.norm(state.sketch.total - expected.total) / np.linalg.norm(expected.total)
+        assert rel <= 1e-9, rel
+        assert "is at offset" in text(), "the worker's flush after the failover was not refused for its offset"
+        assert worker.poll() is None, text()[-4000:]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        if not old.running:
+            old.extra_args = ("--replicaof", redis_topology.LOOPBACK, str(new.port))
+            old.start()
+            redis_sentinel.wait_replicas_in_sync()
+        store.client.close()
