@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from ingest.health import quick_client
+from ingest.membership import Membership
 from sketch_store.errors import SketchgenError
+from sketch_store.leadership import CheckpointStore, Lease
 from sketch_store.redis_connect import check_reachable, connect
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import BucketDelta, SketchStore, StreamNotFoundError
@@ -96,6 +98,23 @@ def test_cli_and_store_round_trip_on_the_cluster(redis_cluster: RedisClusterTopo
     assert store.delete_stream("roundtrip") >= 4  # meta, parts, two partitions, buckets and indexes
     with pytest.raises(StreamNotFoundError):
         store.read_total("roundtrip")
+    store.client.close()
+
+
+def test_learner_lease_checkpoint_and_ingest_membership_on_the_cluster(redis_cluster: RedisClusterTopology) -> None:
+    store = SketchStore(connect(redis_cluster.url))
+    store.create_stream(make_spec("learned"))
+    lease, rival = Lease(store.client, "learned", "a"), Lease(store.client, "learned", "b")
+    assert lease.acquire() and not rival.acquire() and lease.current_holder() == "a"
+    checkpoints = CheckpointStore(store.client, "learned")
+    checkpoints.save(lease, b"model", make_spec("learned").fingerprint, 3, 10.0,
+                     incarnation=store.incarnation("learned"))
+    loaded = checkpoints.load()
+    assert loaded is not None and (loaded.model, loaded.steps, loaded.holder) == (b"model", 3, "a")
+    assert lease.release() and rival.acquire()
+    one, two = (Membership(store.client, "learned", "g", member) for member in ("w1", "w2"))
+    one.heartbeat()
+    assert two.heartbeat().members == ["w1", "w2"]
     store.client.close()
 
 
