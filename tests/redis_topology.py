@@ -465,6 +465,18 @@ class RedisSentinelTopology(_Topology):
             return False
         return node_command(new, "ROLE")[0] == "master"  # type: ignore[index]
 
+    def switch_over(self, timeout: float = 30.0) -> RedisServer:
+        """A graceful failover (``SENTINEL FAILOVER``): the primary is demoted to a replica while it runs
+        (Sentinel also closes its client connections); waits until the replica is promoted and the old
+        primary replicates it in sync; the new primary.
+        """
+        (new,) = self.replicas()
+        running = next(sentinel for sentinel in self.sentinels if sentinel.running)
+        node_command(running, "SENTINEL", "FAILOVER", self.service)
+        wait_until(f"the sentinels to promote {new!r}", lambda: self._switched_to(new), timeout, self.servers())
+        self.wait_replicas_in_sync(timeout)
+        return new
+
     def fail_over(self, timeout: float = 30.0) -> RedisServer:
         """SIGKILL the primary, wait until the sentinels promote the replica, restart the old primary as a
         replica of the new one (``--replicaof``, as Sentinel would reconfigure it) and wait until it is in

@@ -170,3 +170,17 @@ def test_sentinel_round_trip_then_the_same_client_follows_a_failover(redis_senti
     assert store.read_total("sentinel").count == 40
     assert store.delete_stream("sentinel") >= 4
     store.client.close()
+
+
+def test_sentinel_client_follows_a_graceful_switch_over(redis_sentinel: RedisSentinelTopology) -> None:
+    """The demoted primary keeps running (as a replica) at its address: the client must not stay on it."""
+    store = SketchStore(connect(redis_sentinel.url))
+    store.create_stream(make_spec("switch"))
+    flush_rows(store, "switch", 10, seed=7)
+    redis_sentinel.wait_replicas_in_sync()
+    old = redis_sentinel.primary()
+    new = redis_sentinel.switch_over()
+    assert new is not old and old.running
+    flush_rows(store, "switch", 5, seed=8, partition=1)
+    assert store.read_total("switch").count == 15
+    store.client.close()
