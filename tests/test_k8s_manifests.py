@@ -423,9 +423,10 @@ def egress_ports(objects: list[dict], labels: dict) -> set[int]:
 def test_network_policies_allow_exactly_what_each_component_needs(rendered):
     objects = rendered["overlays/dev"]
     by_component = {labels.get("app.kubernetes.io/component"): labels for _, labels, _ in pods_by_labels(objects)}
-    assert egress_ports(objects, by_component["ingest"]) == {53, 9092, 6379}
-    assert egress_ports(objects, by_component["learner"]) == {53, 6379}
-    assert egress_ports(objects, by_component["create-stream"]) == {53, 6379}
+    redis_ports = {6379, 26379}  # one server or a Cluster's nodes, and Sentinels
+    assert egress_ports(objects, by_component["ingest"]) == {53, 9092, *redis_ports}
+    assert egress_ports(objects, by_component["learner"]) == {53, *redis_ports}
+    assert egress_ports(objects, by_component["create-stream"]) == {53, *redis_ports}
     assert egress_ports(objects, by_component["redis"]) == set()
 
 
