@@ -1342,6 +1342,12 @@ class ChaosResult:
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"{a:<{width}}  {b:>10}  {c:>8}".rstrip() for a, b, c in rows)
 
+    def failures(self, minimums: dict[str, tuple[float, float]]) -> list[str]:
+        """The run's errors, after one line per ``what: (got, least)`` of ``minimums`` with got < least."""
+        short = [f"only {got:g} {what} (at least {least:g} wanted)" for what, (got, least) in minimums.items()
+                 if got < least]
+        return short + self.errors
+
     def report(self) -> str:
         lines = [f"chaos run ({self.wall_s:.0f} s wall, logs in {self.folder}):", self.table(),
                  f"fences per worker: {self.fences_by_worker}"]

@@ -74,6 +74,5 @@ def test_ingest_exact_through_pauses_kills_skew_rescaling_and_redis_crash(tmp_pa
         "fences": (fences, 1),
         "valid records": (result.facts["valid records"], 30_000),
     }
-    problems = [f"only {got:g} {what} (at least {least} wanted)" for what, (got, least) in minimums.items()
-                if got < least]
-    assert not problems + result.errors, "\n".join([*problems, *result.errors, "", report])
+    failures = result.failures(minimums)
+    assert not failures, "\n".join([*failures, "", report])

@@ -78,9 +78,8 @@ def _chaos(tmp_path, kafka, backend: FailoverRedis) -> None:
         "scale-downs": (caused["scale down"], 1),
         "valid records": (result.facts["valid records"], 15_000),
     }
-    problems = [f"only {got:g} {what} (at least {least} wanted)" for what, (got, least) in minimums.items()
-                if got < least]
-    assert not problems + result.errors, "\n".join([*problems, *result.errors, "", report])
+    failures = result.failures(minimums)
+    assert not failures, "\n".join([*failures, "", report])
 
 
 def test_ingest_exact_through_cluster_failovers(tmp_path, kafka_server, redis_cluster):
