@@ -47,7 +47,6 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from sketch_store.bounds import Bounds, merge_bounds
 from sketch_store.buckets import DEFAULT_BUCKETS, BucketConfig
@@ -55,15 +54,11 @@ from sketch_store.buckets import LEVELS as LEVELS  # re-exported: every level na
 from sketch_store.errors import SketchgenError, SpecError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_CLAIMS, READ_PARTS
-from sketch_store.replication import ReplicaWaiter, check_durability
+from sketch_store.replication import CLUSTER_IN_FAILOVER, ReplicaWaiter, check_durability
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
-
-#: Cluster answers that mean "no primary for this slot yet, or it moved": a failover in progress, retried
-#: like a connection error (they are ResponseErrors to redis-py, not the script's refusal).
-CLUSTER_IN_FAILOVER = (ClusterDownError, TryAgainError, MovedError, AskError)
 
 #: Reads whose key list comes from a first plain read are tried this often when the listing
 #: keeps changing under them (a partition's first flush, a new or pruned bucket).

@@ -35,6 +35,10 @@ from sketch_store.errors import SketchgenError
 
 log = logging.getLogger(__name__)
 
+#: Cluster answers that mean "no primary for this slot yet, or it moved": a failover in progress, retried
+#: like a connection error (to redis-py they are ResponseErrors, like a script's refusal).
+CLUSTER_IN_FAILOVER = (ClusterDownError, TryAgainError, MovedError, AskError)
+
 #: How writes wait for replicas: ``none`` (never), ``claims`` (claims and leases, the default) or
 #: ``replicated`` (also every flush: an acknowledged flush survives a failover).
 DURABILITY_MODES = ("none", "claims", "replicated")
@@ -83,16 +87,12 @@ def connected_replicas(role: list[object]) -> int:
 class ReplicaWaiter:
     """Runs a store script and waits for the primary's connected replicas to have it (module docstring)."""
 
-    def __init__(
-        self, client: redis.Redis | RedisCluster, timeout_s: float = 2.0, role_ttl_s: float = 5.0,
-        cluster_retry_s: float = 60.0,
-    ) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, timeout_s: float = 2.0, role_ttl_s: float = 5.0) -> None:
         if not timeout_s > 0:
             raise SketchgenError(f"the replica wait timeout must be > 0 seconds, got {timeout_s}")
         self.client = client
         self.timeout_ms = max(1, int(timeout_s * 1000))
         self.role_ttl_s = role_ttl_s
-        self.cluster_retry_s = cluster_retry_s
         self._replicas: dict[int, tuple[float, int]] = {}  # id of the node client -> (read at, replicas)
         self._lock = threading.Lock()
 
@@ -115,28 +115,26 @@ class ReplicaWaiter:
 
         Returns the script's reply and the acknowledgement. On one server or through Sentinel, the
         client's own retries handle an outage and connection errors propagate; on a cluster, a slot
-        that moved or has no primary yet (a failover in progress) re-reads the slot map and tries
-        again for up to ``cluster_retry_s`` seconds, then raises :class:`redis.ConnectionError`.
+        that moved or has no primary yet (a failover in progress) re-reads the slot map and is tried
+        again under the cluster client's retry policy, then raises :class:`redis.ConnectionError`.
         """
         if not isinstance(self.client, RedisCluster):
             return self._run_on(self.client, script, keys, args)  # the client's own retries ride out outages
-        deadline = time.monotonic() + self.cluster_retry_s
-        delay = 0.05
-        while True:
+
+        def attempt() -> tuple[object, ReplicaAck]:
             try:
                 return self._run_on(node_client(self.client, key), script, keys, args)
-            except (MovedError, AskError, ClusterDownError, TryAgainError, redis.ConnectionError,
-                    redis.TimeoutError) as exc:
-                # a failover in progress: the slot moved or has no primary yet; the node client does not
-                # follow it by itself, so re-read the slot map and try again (a retried claim takes one
-                # more epoch; a retried flush is answered 'duplicate' if it had been applied)
-                if time.monotonic() + delay > deadline:
-                    raise redis.ConnectionError(f"the primary of {key} did not answer for "
-                                                f"{self.cluster_retry_s:g} s: {exc!r}") from exc
-                log.info("primary of %s unavailable (%r); refreshing the cluster's slot map", key, exc)
-                time.sleep(delay)
-                delay = min(2 * delay, 2.0)
-                self._refresh_slots()
+            except CLUSTER_IN_FAILOVER as exc:
+                raise redis.ConnectionError(f"Redis Cluster is failing over ({exc!r})") from exc
+
+        # a failover in progress: the slot moved or has no primary yet, and the node's own client does not
+        # follow it, so each failure re-reads the slot map before the cluster client's retry policy (the
+        # one a stopping worker bounds by its deadline) tries again; a retried claim takes one more epoch,
+        # a retried flush is answered 'duplicate' if it had been applied
+        retry = getattr(self.client, "retry", None)  # redis-py 5 sets it only when the client was given one
+        if retry is None:
+            return attempt()
+        return retry.call_with_retry(attempt, lambda _error: self._refresh_slots())
 
     def _refresh_slots(self) -> None:
         """Re-read a cluster's slot map (best effort: a failing refresh leaves the retry to the caller)."""
