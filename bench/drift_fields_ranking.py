@@ -65,10 +65,10 @@ def run(d: int, m: int, trials: int, n_ref: int, n_recent: int) -> list[dict[str
             field = t % d
             reference = Sketch.from_data(spec, rng.normal(size=(n_ref, d)))
             recent = Sketch.from_data(spec, changed_rows(rng, n_recent, d, field, kind, size))
-            observed, null = frequency_terms(recent, reference)
+            terms = frequency_terms(recent, reference)
             stream.append(drift_score(recent, reference))
             for name, w in candidates.items():
-                hits[name] += int(np.argmax(weighted_ratio(w, observed, null)) == field)
+                hits[name] += int(np.argmax(weighted_ratio(w, terms)) == field)
         rows.append({"d": d, "change": f"{kind} {'+' if kind == 'mean' else '×'}{size:g}",
                      "stream": float(np.mean(stream)), **{k: v / trials for k, v in hits.items()}})
     return rows

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 
 import numpy as np
 
@@ -54,7 +55,7 @@ WEIGHT_POWER = 2
 TOP_CATEGORIES = 3
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class FieldScore:
     """A field's drift score (≈ 1 unchanged) and, for a category field, its most moved categories."""
 
@@ -135,21 +136,28 @@ def field_weights(spec: SketchSpec, fingerprint: str) -> FieldWeights:
     return cached
 
 
-def frequency_terms(recent: Sketch, reference: Sketch) -> tuple[np.ndarray, np.ndarray]:
-    """``(|Δz_k|², v_k)`` per frequency: the squared difference and its null expectation (pooled ``z_k``)."""
-    m = recent.m
-    diff = recent.mean() - reference.mean()
-    pooled = (recent.total + reference.total) / (recent.count + reference.count)
-    observed = diff[:m] ** 2 + diff[m:] ** 2
-    null = (1.0 / m - (pooled[:m] ** 2 + pooled[m:] ** 2)) * (1.0 / recent.count + 1.0 / reference.count)
-    return observed, null
+def frequency_terms(recent: Sketch, reference: Sketch) -> np.ndarray:
+    """``[|Δz_k|², v_k]`` per frequency (a 2 × m array): the squared difference and its null expectation.
+
+    ``v_k = (1/m − |z_k|²)(1/n_recent + 1/n_ref)`` with the pooled ``z_k``.
+    """
+    m, a, b = recent.m, recent.total, reference.total
+    diff = a / recent.count - b / reference.count
+    pooled = (a + b) / (recent.count + reference.count)
+    diff *= diff
+    pooled *= pooled
+    out = np.empty((2, m))  # in place: an update is a handful of O(m) passes
+    np.add(diff[:m], diff[m:], out=out[0])
+    np.add(pooled[:m], pooled[m:], out=out[1])
+    np.subtract(1.0 / m, out[1], out=out[1])
+    out[1] *= 1.0 / recent.count + 1.0 / reference.count
+    return out
 
 
-def weighted_ratio(weights: np.ndarray, observed: np.ndarray, null: np.ndarray) -> np.ndarray:
+def weighted_ratio(weights: np.ndarray, terms: np.ndarray) -> list[float]:
     """``s = Σ_k w_k |Δz_k|² / Σ_k w_k v_k`` for every column of ``weights`` (NaN where the null level is 0)."""
-    den = null @ weights
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, (observed @ weights) / den, np.nan)
+    num, den = (terms @ weights).tolist()
+    return [n / d if d > 0 else float("nan") for n, d in zip(num, den, strict=True)]
 
 
 def field_scores(recent: Sketch, reference: Sketch, spec: SketchSpec) -> list[FieldScore]:
@@ -162,19 +170,18 @@ def field_scores(recent: Sketch, reference: Sketch, spec: SketchSpec) -> list[Fi
     if recent.fingerprint != reference.fingerprint:
         raise SpecMismatchError(f"sketches of two specs ({recent.fingerprint} vs {reference.fingerprint})")
     fw = field_weights(spec, recent.fingerprint)
-    observed, null = frequency_terms(recent, reference)
-    scores = weighted_ratio(fw.weights, observed, null)
-    out = [FieldScore(name, float(score), top_categories(fw, j, observed, null))
-           for j, (name, score) in enumerate(zip(fw.names, scores, strict=True)) if np.isfinite(score)]
+    terms = frequency_terms(recent, reference)
+    scores = weighted_ratio(fw.weights, terms)
+    out = [FieldScore(name, score, top_categories(fw, j, terms))
+           for j, (name, score) in enumerate(zip(fw.names, scores, strict=True)) if math.isfinite(score)]
     out.sort(key=lambda f: f.score, reverse=True)
     return out
 
 
-def top_categories(fw: FieldWeights, field: int, observed: np.ndarray, null: np.ndarray) -> list[tuple[str, float]]:
+def top_categories(fw: FieldWeights, field: int, terms: np.ndarray) -> list[tuple[str, float]]:
     """The :data:`TOP_CATEGORIES` highest per-category scores of a category field ([] for any other field)."""
     if field not in fw.categories:
         return []
     names, weights = fw.categories[field]
-    scores = weighted_ratio(weights, observed, null)
-    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf))[:TOP_CATEGORIES]
-    return [(names[i], float(scores[i])) for i in order if np.isfinite(scores[i])]
+    scored = [(name, s) for name, s in zip(names, weighted_ratio(weights, terms), strict=True) if math.isfinite(s)]
+    return sorted(scored, key=lambda c: c[1], reverse=True)[:TOP_CATEGORIES]
