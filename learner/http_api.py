@@ -10,12 +10,13 @@
 "records": [{…}, …]}``, :meth:`~learner.serving.ServedModel.sample_body`); 400 on a bad ``n`` (1 ≤ n ≤ the cap), \
 503 with no model yet, 429 when ``LearnConfig.max_concurrent_samples`` requests are already sampling |
 | ``/status`` | JSON: stream, records, loss, rounds, steps, leader, checkpoint age, ``checkpoint_error`` \
-(``{"reason", "time"}`` of the last refused stored checkpoint, or null), drift |
+(``{"reason", "time"}`` of the last refused stored checkpoint, or null), drift, ``drift_fields`` (per-field \
+scores, top first: :mod:`learner.drift_fields`) |
 | ``/`` | the live page (``learner/web/``; static files under ``/static/``): samples, loss, drift, records, state |
 | ``/history?since=T`` | JSON: state now (leader, lease holder, records, records/s, spec d/m/law/σ, loss, drift, \
-threshold) and ``points``, the per-loop history (time, loss, floor, drift, threshold, records, leader, round, \
-steps) newer than Unix time ``T`` (all held points without it). A ring buffer of ``LearnConfig.history_size`` \
-points (2000): memory and payload are bounded. |
+threshold, ``drift_fields``) and ``points``, the per-loop history (time, loss, floor, drift, threshold, records, \
+leader, round, steps) newer than Unix time ``T`` (all held points without it). A ring buffer of \
+``LearnConfig.history_size`` points (2000): memory and payload are bounded. |
 | ``/density?n=N&x=I&y=J&bins=B`` | JSON: ``N`` samples (default 10 000, ≤ the cap) binned server-side, never sent \
 raw: a ``B × B`` histogram (default 64, 2 ≤ B ≤ 200) of coordinates ``I``, ``J`` (default 0, 1) and a ``B``-bin \
 histogram per coordinate (the first 32 and the pair); 400 on bad values, 503 with no model yet, 429 as ``/sample`` |

@@ -14,11 +14,17 @@ of another spec or stream incarnation), each distinct record counted once |
 | ``sketchgen_learner_is_leader`` | gauge | 1 when this replica holds the learner lease |
 | ``sketchgen_drift_score{window}`` | gauge | recent vs reference sketch distance over its null level |
 | ``sketchgen_drift_detected`` | gauge | 1 when the drift score exceeds the threshold |
+| ``sketchgen_drift_field_score{window,field}`` | gauge | the drift score of one field (learner/drift_fields.py), \
+one series per schema field |
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from learner.drift_fields import FieldScore
 
 
 class LearnerMetrics:
@@ -50,3 +56,17 @@ class LearnerMetrics:
                                  ["stream", "window"], registry=r).labels(stream=stream, window=drift_window)
         self.drift_detected = Gauge("sketchgen_drift_detected", "1 when the drift score exceeds the threshold.",
                                     ["stream"], registry=r).labels(**lab)
+        self._stream, self._window = stream, drift_window
+        self.drift_field_score = Gauge(
+            "sketchgen_drift_field_score", "Drift score of one field (recent vs reference, over its null level).",
+            ["stream", "window", "field"], registry=r)
+        self._fields: set[str] = set()
+
+    def set_field_scores(self, scores: Iterable[FieldScore]) -> None:
+        """One ``sketchgen_drift_field_score`` series per field scored; fields no longer scored are removed."""
+        values = {f.name: f.score for f in scores}
+        for name in self._fields - set(values):
+            self.drift_field_score.remove(self._stream, self._window, name)
+        for name, score in values.items():
+            self.drift_field_score.labels(stream=self._stream, window=self._window, field=name).set(score)
+        self._fields = set(values)

@@ -34,6 +34,7 @@ from learner.checkpoint import Checkpoint, checkpoint_bytes, restore_trainer
 from learner.checkpoint_watch import CheckpointWatch
 from learner.config import LearnConfig, parse_target
 from learner.drift import drift_score
+from learner.drift_fields import FieldScore, field_scores
 from learner.generator import GeneratorConfig
 from learner.history import History, HistoryPoint
 from learner.metrics import LearnerMetrics
@@ -91,6 +92,7 @@ class LearnerService:
         self.last_checkpoint = time.monotonic()  # the first checkpoint comes checkpoint_every after the start
         self.sketch_records = 0.0
         self.drift: float | None = None
+        self.drift_fields: list[FieldScore] = []  # per-field scores of the last drift update, top first
         self.reachable = True  # False while Redis or the stream cannot be read (not ready, retrying)
         self.lease_holder: str | None = None
         self.checkpoint_saved: float | None = None
@@ -340,8 +342,24 @@ class LearnerService:
         if self.drift is not None:
             self.metrics.drift_score.set(self.drift)
             self.metrics.drift_detected.set(1 if self.drift > self.config.drift_threshold else 0)
+        self._update_drift_fields(recent, reference)
         if updated is not None:
             self.metrics.sketch_age.set(max(0.0, time.time() - updated))
+
+    def _update_drift_fields(self, recent: Sketch, reference: Sketch) -> None:
+        """Per-field scores of the same two windows (learner/drift_fields.py): [] like the score is None when a
+        window is too small (the gauges keep their last values, like ``sketchgen_drift_score``)."""
+        try:
+            self.drift_fields = field_scores(recent, reference, self.spec)
+        except SketchgenError as exc:  # the stream was recreated with another spec between the reads
+            log.debug("per-field drift update failed: %s", exc)
+            self.drift_fields = []
+        if self.drift_fields:
+            self.metrics.set_field_scores(self.drift_fields)
+
+    def drift_fields_payload(self) -> list[dict[str, object]]:
+        """``[{"field", "score", "categories": [{"category", "score"}, …]}, …]``, top first."""
+        return [f.to_dict() for f in self.drift_fields]
 
     def _record_history(self) -> None:
         """Append this loop's point (loss and floor only when a round ran since the last point)."""
@@ -395,6 +413,7 @@ class LearnerService:
             "checkpoint_age_seconds": None if saved is None else round(max(0.0, time.time() - saved), 3),
             "checkpoint_error": self.watch.error,
             "drift_score": self.drift,
+            "drift_fields": self.drift_fields_payload(),
             "target": self.config.target,
         }
 
@@ -435,6 +454,7 @@ class LearnerService:
             "steps": self.trainer.steps if self.trainer is not None else None,
             "loss": self.last_loss,
             "drift": self.drift,
+            "drift_fields": self.drift_fields_payload(),
             "threshold": self.config.drift_threshold,
             "has_model": self.has_model(),
             "points": self.history.points(since),

@@ -127,12 +127,15 @@ def exported_metrics() -> dict[str, dict]:
     which is exactly what their ``/metrics`` endpoints serve.
     """
     from ingest.metrics import IngestMetrics
+    from learner.drift_fields import FieldScore
     from learner.metrics import LearnerMetrics
 
     out: dict[str, dict] = {}
     ingest = IngestMetrics("s")
     ingest.set_lag("0", 1)  # the per-partition gauge has children only once a partition is owned
-    for source, registry in (("ingest", ingest.registry), ("learner", LearnerMetrics("s", "w").registry)):
+    learner = LearnerMetrics("s", "w")
+    learner.set_field_scores([FieldScore("x0", 1.0)])  # the per-field gauge, only once a drift update scored fields
+    for source, registry in (("ingest", ingest.registry), ("learner", learner.registry)):
         for family in registry.collect():
             name = family.name + "_total" if family.type == "counter" else family.name
             samples = {s.name for s in family.samples if not s.name.endswith("_created")}

@@ -7,16 +7,25 @@ product does; the wiring test runs a real LearnerService loop on the session's R
 
 from __future__ import annotations
 
+import time
+import urllib.request
+import uuid
+
 import numpy as np
 import pytest
 
 from learner.drift import drift_score
 from learner.drift_fields import FieldScore, field_scores
+from learner.generator import GeneratorConfig
 from sketch_store.errors import SpecMismatchError
 from sketch_store.pilot import spec_from_pilot, typed_spec_from_pilot
+from sketch_store.redis_connect import connect
+from sketch_store.redis_store import BucketDelta, SketchStore
 from sketch_store.schema import Field, Schema
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
+from tests.processes import get, wait_for
+from tests.test_learner_checkpoints import running
 
 N_REF, N_RECENT = 5000, 1000
 
@@ -102,3 +111,33 @@ def test_too_few_records_give_no_scores_and_another_spec_is_refused():
         foreign = Sketch.from_data(other, rng.normal(size=(500, 2)))
         field_scores(foreign, Sketch.from_data(other, rng.normal(size=(500, 2))), spec)
     assert FieldScore("x0", 2.0).to_dict() == {"field": "x0", "score": 2.0, "categories": []}
+
+
+@pytest.mark.slow
+def test_a_learner_reports_the_moved_field_in_status_and_metrics(redis_server):
+    """A real LearnerService loop on Redis: ten minutes of reference records and a last minute whose x1 moved."""
+    store = SketchStore(connect(redis_server.url))
+    name = f"fields-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(3)
+    spec = spec_from_pilot(rng.normal(size=(3000, 3)), m=300, seed=0, name=name)
+    store.create_stream(spec)
+    now = time.time()
+    old, recent = rng.normal(size=(4000, 3)), rng.normal(size=(1000, 3))
+    recent[:, 1] += 0.6
+    claim = store.claim(name, "t", 0)
+    deltas = [(Sketch.from_data(spec, rows), now - age) for rows, age in ((old, 300), (recent, 20))]
+    buckets = [BucketDelta("fine", int(t // 10 * 10), s.total, s.count) for s, t in deltas]
+    both = deltas[0][0].merge(deltas[1][0])
+    store.flush(name, claim, 0, 5000, both.total, both.count, buckets, now=now, bounds=both.bounds)
+    with running(redis_server.url, name, generator=GeneratorConfig(latent=4, hidden=(32, 32), output=3)) as (
+            _, port, _):
+        wait_for(lambda: get(port, "/status")[1].get("drift_fields"), 60, "per-field drift scores in /status")
+        status = get(port, "/status")[1]
+        fields = status["drift_fields"]
+        assert fields[0]["field"] == "x1" and sorted(f["field"] for f in fields) == ["x0", "x1", "x2"]
+        assert fields[0]["score"] > 5 and fields[0]["categories"] == [] and status["drift_score"] > 5
+        assert [f["field"] for f in get(port, "/history")[1]["drift_fields"]] == [f["field"] for f in fields]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        for field in ("x0", "x1", "x2"):
+            assert f'sketchgen_drift_field_score{{field="{field}",stream="{name}",window="60s_vs_600s"}}' in text
