@@ -18,6 +18,7 @@ REQUIRED_PANELS = {  # what the issue asks the dashboard to show → a metric th
     "flush latency": "sketchgen_ingest_flush_seconds_bucket",
     "loss": "sketchgen_learner_loss",
     "drift score": "sketchgen_drift_score",
+    "drift by field": "sketchgen_drift_field_score",
     "step time": "sketchgen_learner_step_seconds_bucket",
     "sketch records": "sketchgen_sketch_records",
     "leader": "sketchgen_learner_is_leader",
