@@ -160,6 +160,10 @@ def test_page_shows_samples_loss_drift_and_state_without_console_errors(spiral_l
     scales = json.loads(fetch(port, "/history")[1])["spec"]["scales"]  # the default kernel: a ladder, listed
     assert len(scales) > 1 and f"{len(scales)} scales" in browser.find_element("id", "spec").text
     assert browser.find_element("id", "records").text == "20,000"
+    wait_for(lambda: dom(browser, "#drift-fields", "data-count") == "2", 30, "the per-field drift list")
+    listed = browser.find_element("id", "drift-fields").text.split("\n")  # top first, as /history has them
+    top = [f["field"] for f in json.loads(fetch(port, "/history")[1])["drift_fields"]]
+    assert sorted(line.split()[0] for line in listed) == ["x0", "x1"] and sorted(top) == ["x0", "x1"], listed
     if os.environ.get("SKETCHGEN_DOCS_SCREENSHOT") == "1":  # for the docs: a generator trained for a while
         wait_for(lambda: int(dom(browser, "#loss-chart", "data-points") or 0) >= 40, 300, "40 rounds", step=2)
         time.sleep(3)

@@ -235,6 +235,19 @@ function fillSelectors(dim) {
   $("sel-n").value = params.get("n") || "10000";
 }
 
+// The top fields of the per-field drift scores (learner/drift_fields.py), a category field with its most moved value.
+function showDriftFields(fields) {
+  const list = $("drift-fields");
+  const top = fields.slice(0, 3);
+  list.replaceChildren(...top.map((f) => {
+    const item = document.createElement("li");
+    const cat = f.categories && f.categories.length ? ` (${f.categories[0].category})` : "";
+    item.textContent = `${f.field}${cat} ${fmt(f.score)}`;
+    return item;
+  }));
+  list.dataset.count = String(top.length);
+}
+
 function showState(hist) {
   $("stream").textContent = hist.stream;
   const role = $("role");
@@ -249,6 +262,7 @@ function showState(hist) {
   drift.textContent = fmt(hist.drift);
   drift.classList.toggle("alarm", hist.drift !== null && hist.drift > hist.threshold);
   $("threshold").textContent = `threshold ${fmt(hist.threshold)}`;
+  showDriftFields(hist.drift_fields || []);
   const s = hist.spec;
   if (s) {
     const sigma = Array.isArray(s.sigma) ? `[${fmt(Math.min(...s.sigma), 2)}…${fmt(Math.max(...s.sigma), 2)}]`
