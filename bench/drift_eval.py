@@ -315,7 +315,8 @@ def newma_factors(window: float, ratio: float) -> tuple[float, float]:
     The weight of the record ``k`` steps back is ``Λ(1−Λ)^k`` in ``z_Λ`` and ``λ(1−λ)^k`` in ``z_λ``; they are
     equal at ``k = log(Λ/λ) / log((1−λ)/(1−Λ))``, so ``z_Λ − z_λ`` compares the last ``window`` records
     (positive weights) with the ones before (negative weights), as a window of that size would. Solved by
-    bisection on λ.
+    bisection on λ. (This crossing-point rule with Λ = 2λ is our reading of the paper's "factors from a window
+    size"; the paper's exact heuristic was not re-checked, and ``Config.newma_ratio`` changes the ratio.)
     """
     lo, hi = 1e-12, (1.0 - 1e-12) / ratio
     for _ in range(200):
