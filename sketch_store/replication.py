@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -103,10 +104,21 @@ class ReplicaWaiter:
             cached = self._replicas.get(id(node))
         if cached is not None and now - cached[0] < self.role_ttl_s:
             return cached[1]
-        count = connected_replicas(list(node.execute_command("ROLE")))
+        try:
+            count = connected_replicas(list(node.execute_command("ROLE")))
+        except redis.ResponseError as exc:  # a server or proxy that refuses ROLE (renamed, ACL, managed service)
+            self._refused(node, "ROLE", exc)
+            return 0
         with self._lock:
             self._replicas[id(node)] = (now, count)
         return count
+
+    def _refused(self, node: redis.Redis, command: str, exc: Exception) -> None:
+        """``command`` is refused by ``node``: stop waiting on it (once logged), as if it had no replica."""
+        with self._lock:
+            self._replicas[id(node)] = (math.inf, 0)
+        log.warning("Redis refused %s (%s): writes will not wait for replicas on this server; a failover "
+                    "may lose a claim or a lease (docs/design.md §3, \"Failover\")", command, exc)
 
     def run(
         self, key: str, script: Callable[..., object], keys: list[str], args: list[object]
@@ -152,7 +164,12 @@ class ReplicaWaiter:
         with node.pipeline(transaction=False) as pipe:
             script(keys=keys, args=args, client=pipe)
             pipe.execute_command("WAIT", wanted, self.timeout_ms)
-            reply, acked = pipe.execute(raise_on_error=True)
+            reply, acked = pipe.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception):  # the write is applied; only the wait was refused
+            self._refused(node, "WAIT", acked)
+            return reply, ReplicaAck(0, 0)
         ack = ReplicaAck(int(acked), wanted)
         if not ack.ok:
             with self._lock:

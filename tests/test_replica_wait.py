@@ -34,13 +34,18 @@ def pair(tmp_path_factory):
             tmp_path_factory.mktemp("replica"), appendonly=False,
             extra_args=("--replicaof", primary.host, str(primary.port)),
         ) as replica:
-            client = redis.Redis(host=replica.host, port=replica.port)
-            deadline = time.monotonic() + 20
-            while client.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "the replica never synced"
-                time.sleep(0.1)
-            client.close()
+            wait_synced(replica)
             yield primary, replica
+
+
+def wait_synced(replica: RedisServer) -> None:
+    """Wait until ``replica`` replicates its primary (``master_link_status:up``)."""
+    client = redis.Redis(host=replica.host, port=replica.port)
+    deadline = time.monotonic() + 20
+    while client.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never synced"
+        time.sleep(0.1)
+    client.close()
 
 
 def _stopped(server: RedisServer) -> None:
@@ -185,3 +190,22 @@ def test_the_cli_refuses_an_unknown_durability_in_one_line():
         )
         assert done.returncode == 2
         assert done.stderr.strip().count("\n") == 0 and "durability must be one of none, claims" in done.stderr
+
+
+@pytest.mark.parametrize("refused", ["ROLE", "WAIT"])
+def test_a_server_that_refuses_role_or_wait_still_takes_claims_and_flushes(tmp_path, refused, caplog):
+    """A proxy or managed Redis may refuse ROLE or WAIT: writes go on, unwaited, with one warning."""
+    with RedisServer(tmp_path / "primary", appendonly=False, extra_args=("--rename-command", refused, "")) as primary:
+        with RedisServer(tmp_path / "replica", appendonly=False,
+                         extra_args=("--replicaof", primary.host, str(primary.port))) as replica:
+            wait_synced(replica)
+            store = SketchStore(connect(primary.url), durability="replicated")
+            store.create_stream(make_spec("refuses", m=8))
+            with caplog.at_level(logging.WARNING, logger="sketch_store.replication"):
+                claim = store.claim("refuses", "t", 0)
+                assert store.flush("refuses", claim, 0, 3, np.ones(16), 3) == "ok"
+                assert store.flush("refuses", claim, 3, 5, np.ones(16), 2) == "ok"
+            assert store.total_count("refuses") == 5
+            warnings = [r.getMessage() for r in caplog.records if f"Redis refused {refused}" in r.getMessage()]
+            assert len(warnings) == 1, warnings
+            store.client.close()
