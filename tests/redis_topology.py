@@ -40,6 +40,8 @@ __all__ = [
     "node_command",
     "redis_cluster",
     "redis_sentinel",
+    "role_lists",
+    "wait_until",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,8 +126,27 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, servers: li
     raise TopologyError(f"timed out after {timeout:g} s waiting for {what}{last_error}{tails}")
 
 
+def role_lists(primary: RedisServer, replicas: list[RedisServer]) -> bool:
+    """Whether ``primary`` has put every one of ``replicas`` online (what its ``ROLE`` lists, and writes wait for).
+
+    A primary puts a replica online only after the sync, on its next cron tick after a diskless one:
+    the replica can report its link up first. Read from ``INFO replication`` (``slaveN:…,state=online``),
+    which answers even where ``ROLE`` is renamed away.
+    """
+    online = set()
+    for field, value in info_fields(primary, "replication").items():
+        if field.startswith("slave") and field[5:].isdigit():
+            entry = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+            if entry.get("state") == "online":
+                online.add(int(entry.get("port", "0")))
+    return all(replica.port in online for replica in replicas)
+
+
 def _replication_in_sync(primary: RedisServer, replicas: list[RedisServer]) -> bool:
-    """Whether every replica has ``primary`` as master, its link up, and has replayed the primary's offset."""
+    """Whether every replica has ``primary`` as master, its link up, has replayed the primary's offset,
+    and is listed by the primary's ``ROLE``."""
+    if not role_lists(primary, replicas):
+        return False
     offset = int(info_fields(primary, "replication").get("master_repl_offset", "0"))
     for replica in replicas:
         fields = info_fields(replica, "replication")

@@ -23,6 +23,7 @@ from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_store import SketchStore
 from sketch_store.replication import ReplicaWaiter, check_durability, connected_replicas
 from sketchgen.local_stack import RedisServer
+from tests.redis_topology import role_lists, wait_until
 from tests.store_helpers import make_spec
 
 
@@ -34,18 +35,23 @@ def pair(tmp_path_factory):
             tmp_path_factory.mktemp("replica"), appendonly=False,
             extra_args=("--replicaof", primary.host, str(primary.port)),
         ) as replica:
-            wait_synced(replica)
+            wait_synced(primary, replica)
             yield primary, replica
 
 
-def wait_synced(replica: RedisServer) -> None:
-    """Wait until ``replica`` replicates its primary (``master_link_status:up``)."""
+def wait_synced(primary: RedisServer, replica: RedisServer) -> None:
+    """Wait until ``replica`` replicates ``primary`` (link up) and the primary lists it in ``ROLE``.
+
+    The replica reports its link up before the primary has put it online, and a write only waits
+    for replicas the primary lists.
+    """
     client = redis.Redis(host=replica.host, port=replica.port)
-    deadline = time.monotonic() + 20
-    while client.info("replication").get("master_link_status") != "up":
-        assert time.monotonic() < deadline, "the replica never synced"
-        time.sleep(0.1)
-    client.close()
+    try:
+        wait_until(f"{replica!r} to replicate {primary!r}",
+                   lambda: client.info("replication").get("master_link_status") == "up"
+                   and role_lists(primary, [replica]), 20.0, [primary, replica])
+    finally:
+        client.close()
 
 
 def _stopped(server: RedisServer) -> None:
@@ -198,7 +204,7 @@ def test_a_server_that_refuses_role_or_wait_still_takes_claims_and_flushes(tmp_p
     with RedisServer(tmp_path / "primary", appendonly=False, extra_args=("--rename-command", refused, "")) as primary:
         with RedisServer(tmp_path / "replica", appendonly=False,
                          extra_args=("--replicaof", primary.host, str(primary.port))) as replica:
-            wait_synced(replica)
+            wait_synced(primary, replica)
             store = SketchStore(connect(primary.url), durability="replicated")
             store.create_stream(make_spec("refuses", m=8))
             with caplog.at_level(logging.WARNING, logger="sketch_store.replication"):
