@@ -1,4 +1,4 @@
-"""Drift detection: false alarms on stationary streams, delay after a change, and cost (issue 4).
+"""Drift detection: false alarms on stationary streams, delay after a change, and cost.
 
 A stream of ``--rate`` records/s is simulated bucket by bucket, exactly as the Redis store
 keeps it: every ``--bucket`` seconds (10 s, the store's fine resolution) the bucket's

@@ -1,4 +1,4 @@
-"""Does warm start pay when the stream changes distribution? (issue 4)
+"""Does warm start pay when the stream changes distribution?
 
 A learner has been fitted to one distribution (``--before``, default spiral) when the
 stream switches to another (``--after``, default circle). We compare, on the same spec

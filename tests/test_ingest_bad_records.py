@@ -1,4 +1,4 @@
-"""Malformed records against a real `sketchgen ingest` worker, Tansu (Kafka) and Redis (issue 3).
+"""Malformed records against a real `sketchgen ingest` worker, Tansu (Kafka) and Redis.
 
 Acceptance criterion: malformed records — fuzzed with hypothesis, plus invalid JSON, wrong
 dimension, NaN/Inf, empty, a 10 MB blob — never crash a worker, never touch the sketch, all
