@@ -30,7 +30,8 @@ class LearnConfig:
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(lr=3e-3, ema_decay=0.995))
     drift_recent: float = 60.0
     drift_reference: float = 600.0
-    drift_threshold: float = 5.0
+    drift_false_alarms_per_day: float = 1.0
+    drift_threshold: float | None = None  # a fixed threshold instead of the calibrated one
     max_sample: int = 100_000
     max_concurrent_samples: int = 2
     history_size: int = DEFAULT_MAXLEN  # points kept for /history (a ring buffer)
@@ -43,6 +44,10 @@ class LearnConfig:
             raise SketchgenError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.history_size < 1:
             raise SketchgenError(f"the history size must be at least 1, got {self.history_size}")
+        if not (self.drift_false_alarms_per_day > 0 and self.drift_false_alarms_per_day < float("inf")):
+            raise SketchgenError(f"--drift-false-alarms-per-day must be > 0, got {self.drift_false_alarms_per_day}")
+        if self.drift_threshold is not None and not self.drift_threshold > 0:
+            raise SketchgenError(f"--drift-threshold must be > 0, got {self.drift_threshold}")
         if self.max_sample < 1 or self.max_concurrent_samples < 1:
             raise SketchgenError("the sample cap and --max-concurrent-samples must be at least 1")
 

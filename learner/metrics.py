@@ -13,7 +13,11 @@
 of another spec or stream incarnation), each distinct record counted once |
 | ``sketchgen_learner_is_leader`` | gauge | 1 when this replica holds the learner lease |
 | ``sketchgen_drift_score{window}`` | gauge | recent vs reference sketch distance over its null level |
-| ``sketchgen_drift_detected`` | gauge | 1 when the drift score exceeds the threshold |
+| ``sketchgen_drift_detected`` | gauge | 1 while a drift alarm is on (threshold or CUSUM, learner/drift_alarm.py) |
+| ``sketchgen_drift_threshold{window}`` | gauge | the drift-score threshold in force (set by the false-alarm rate) |
+| ``sketchgen_drift_cusum{window}`` | gauge | the CUSUM statistic on the calibrated drift score |
+| ``sketchgen_drift_cusum_threshold{window}`` | gauge | the CUSUM level that raises an alarm |
+| ``sketchgen_drift_alarms_total{window,detector}`` | counter | drift alarms raised, by detector (threshold, cusum) |
 | ``sketchgen_drift_field_score{window,field}`` | gauge | the drift score of one field (learner/drift_fields.py), \
 one series per schema field |
 """
@@ -56,6 +60,16 @@ class LearnerMetrics:
                                  ["stream", "window"], registry=r).labels(stream=stream, window=drift_window)
         self.drift_detected = Gauge("sketchgen_drift_detected", "1 when the drift score exceeds the threshold.",
                                     ["stream"], registry=r).labels(**lab)
+        drift = {"stream": stream, "window": drift_window}
+        self.drift_threshold = Gauge("sketchgen_drift_threshold", "Drift-score threshold in force.",
+                                     ["stream", "window"], registry=r).labels(**drift)
+        self.drift_cusum = Gauge("sketchgen_drift_cusum", "CUSUM statistic on the calibrated drift score.",
+                                 ["stream", "window"], registry=r).labels(**drift)
+        self.drift_cusum_threshold = Gauge("sketchgen_drift_cusum_threshold", "CUSUM level that raises an alarm.",
+                                           ["stream", "window"], registry=r).labels(**drift)
+        alarms = Counter("sketchgen_drift_alarms", "Drift alarms raised, by detector.",
+                         ["stream", "window", "detector"], registry=r)
+        self.drift_alarms = {name: alarms.labels(detector=name, **drift) for name in ("threshold", "cusum")}
         self._stream, self._window = stream, drift_window
         self.drift_field_score = Gauge(
             "sketchgen_drift_field_score", "Drift score of one field (recent vs reference, over its null level).",

@@ -34,6 +34,7 @@ from learner.checkpoint import Checkpoint, checkpoint_bytes, restore_trainer
 from learner.checkpoint_watch import CheckpointWatch
 from learner.config import LearnConfig, parse_target
 from learner.drift import drift_score
+from learner.drift_alarm import AlarmState, DriftAlarm
 from learner.drift_fields import FieldScore, field_scores
 from learner.generator import GeneratorConfig
 from learner.history import History, HistoryPoint
@@ -93,6 +94,8 @@ class LearnerService:
         self.sketch_records = 0.0
         self.drift: float | None = None
         self.drift_fields: list[FieldScore] = []  # per-field scores of the last drift update, top first
+        self.drift_alarm = DriftAlarm(config.drift_false_alarms_per_day, config.drift_recent, config.drift_threshold)
+        self.alarm: AlarmState | None = None  # the last verdict of the drift alarm
         self.reachable = True  # False while Redis or the stream cannot be read (not ready, retrying)
         self.lease_holder: str | None = None
         self.checkpoint_saved: float | None = None
@@ -341,10 +344,37 @@ class LearnerService:
         self.drift = drift_score(recent, reference)
         if self.drift is not None:
             self.metrics.drift_score.set(self.drift)
-            self.metrics.drift_detected.set(1 if self.drift > self.config.drift_threshold else 0)
+            self._update_alarm(self.drift)
         self._update_drift_fields(recent, reference)
         if updated is not None:
             self.metrics.sketch_age.set(max(0.0, time.time() - updated))
+
+    def _update_alarm(self, score: float) -> None:
+        """Feed the score to the calibrated alarms (learner/drift_alarm.py); count each alarm as it rises."""
+        before = set(self.alarm.by) if self.alarm is not None else set()
+        self.alarm = self.drift_alarm.update(time.time(), score)
+        for detector in set(self.alarm.by) - before:
+            self.metrics.drift_alarms[detector].inc()
+            log.warning("drift alarm (%s) on stream %s: score %.3g, threshold %.3g, CUSUM %.3g of %.3g", detector,
+                        self.stream, score, self.alarm.threshold, self.alarm.cusum, self.alarm.cusum_threshold)
+        self.metrics.drift_detected.set(1 if self.alarm.alarm else 0)
+        self.metrics.drift_threshold.set(self.alarm.threshold)
+        self.metrics.drift_cusum.set(self.alarm.cusum)
+        self.metrics.drift_cusum_threshold.set(self.alarm.cusum_threshold)
+
+    def drift_alarm_payload(self) -> dict[str, object]:
+        """The drift alarm's state for ``/status``: threshold in force, calibration, CUSUM, what alarms."""
+        state = self.alarm
+        payload: dict[str, object] = {
+            "false_alarms_per_day": self.config.drift_false_alarms_per_day,
+            "fixed_threshold": self.config.drift_threshold,
+            "threshold": self.drift_alarm.threshold,
+        }
+        if state is not None:
+            payload |= {"calibrated": state.calibrated, "calibration_windows": state.windows,
+                        "tail_scale": state.tail_scale, "cusum": state.cusum,
+                        "cusum_threshold": state.cusum_threshold, "alarm": state.alarm, "by": list(state.by)}
+        return payload
 
     def _update_drift_fields(self, recent: Sketch, reference: Sketch) -> None:
         """Per-field scores of the same two windows (learner/drift_fields.py): [] like the score is None when a
@@ -367,7 +397,7 @@ class LearnerService:
         self._round_losses = None
         self.history.record(HistoryPoint(
             time=time.time(), records=float(self.ingested or 0), leader=self.is_leader, loss=loss, floor=floor,
-            drift=self.drift, threshold=self.config.drift_threshold, round=self.rounds,
+            drift=self.drift, threshold=self.drift_alarm.threshold, round=self.rounds,
             steps=self.trainer.steps if self.trainer is not None else None,
         ))
 
@@ -414,6 +444,8 @@ class LearnerService:
             "checkpoint_error": self.watch.error,
             "drift_score": self.drift,
             "drift_fields": self.drift_fields_payload(),
+            "drift_threshold": self.drift_alarm.threshold,
+            "drift_alarm": self.drift_alarm_payload(),
             "target": self.config.target,
         }
 
@@ -455,7 +487,7 @@ class LearnerService:
             "loss": self.last_loss,
             "drift": self.drift,
             "drift_fields": self.drift_fields_payload(),
-            "threshold": self.config.drift_threshold,
+            "threshold": self.drift_alarm.threshold,
             "has_model": self.has_model(),
             "points": self.history.points(since),
         }

@@ -172,7 +172,11 @@ def add_learn_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=float, default=10.0, help="seconds between checkpoints (default 10)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if present")
     p.add_argument("--lease-ttl", type=float, default=10.0, help="leader lease, seconds (default 10)")
-    p.add_argument("--drift-threshold", type=float, default=5.0, help="drift alarm threshold (default 5)")
+    p.add_argument("--drift-false-alarms-per-day", type=float, default=1.0, metavar="F",
+                   help="expected drift alarms per day on a stationary stream; sets the calibrated threshold and "
+                        "the CUSUM (default 1)")
+    p.add_argument("--drift-threshold", type=float, default=None,
+                   help="a fixed drift-score threshold instead of the calibrated one (default: calibrated)")
     p.add_argument("--history-size", type=int, default=2000, help="points kept for /history and the live page")
     p.add_argument("--max-concurrent-samples", type=int, default=2, metavar="N",
                    help="/sample and /density requests sampling at once; more get 429 (default 2)")
@@ -189,7 +193,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     config = LearnConfig(
         stream=args.name, target=args.target, steps_per_round=args.steps_per_round,
         checkpoint_every=args.checkpoint_every, device=args.device, lease_ttl=args.lease_ttl,
-        drift_threshold=args.drift_threshold, history_size=args.history_size,
+        drift_false_alarms_per_day=args.drift_false_alarms_per_day, drift_threshold=args.drift_threshold,
+        history_size=args.history_size,
         max_concurrent_samples=args.max_concurrent_samples,
     )
     service = LearnerService(config, open_store(Connections.from_args(args)))

@@ -141,3 +141,13 @@ def test_a_learner_reports_the_moved_field_in_status_and_metrics(redis_server):
             text = resp.read().decode()
         for field in ("x0", "x1", "x2"):
             assert f'sketchgen_drift_field_score{{field="{field}",stream="{name}",window="60s_vs_600s"}}' in text
+        # a fresh learner alarms on its prior threshold (≈ 4.6 at one false alarm a day), counted once
+        alarm = status["drift_alarm"]
+        assert not alarm["calibrated"] and alarm["calibration_windows"] <= 1 and alarm["false_alarms_per_day"] == 1
+        assert 4 < status["drift_threshold"] == alarm["threshold"] < status["drift_score"]
+        assert alarm["alarm"] and alarm["by"][0] == "threshold"  # the CUSUM may fire too, on so large a score
+        labels = f'stream="{name}",window="60s_vs_600s"'
+        assert f'sketchgen_drift_alarms_total{{detector="threshold",{labels}}} 1.0' in text
+        assert f'sketchgen_drift_alarms_total{{detector="cusum",{labels}}}' in text
+        assert f"sketchgen_drift_detected{{stream=\"{name}\"}} 1.0" in text
+        assert f"sketchgen_drift_threshold{{{labels}}} {status['drift_threshold']!r}" in text

@@ -521,7 +521,8 @@ def test_ingest_and_learner_arguments_parse_with_sketchgen(rendered):
             assert args.topic == config["STREAM_TOPIC"] and args.metrics_port == ports["metrics"]
         else:
             assert args.port == ports["http"] and args.target == config["LEARNER_TARGET"]
-            assert args.drift_threshold == float(config["LEARNER_DRIFT_THRESHOLD"])
+            assert args.drift_false_alarms_per_day == float(config["LEARNER_DRIFT_FALSE_ALARMS_PER_DAY"])
+            assert args.drift_threshold is None  # calibrated
         assert env["SKETCHGEN_KAFKA"] == config["SKETCHGEN_KAFKA"]
         connections = Connections.from_args(args, env)
         assert connections.redis == config["SKETCHGEN_REDIS"] and connections.redis_password == "pw"
