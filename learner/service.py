@@ -33,9 +33,7 @@ import redis
 from learner.checkpoint import Checkpoint, checkpoint_bytes, restore_trainer
 from learner.checkpoint_watch import CheckpointWatch
 from learner.config import LearnConfig, parse_target
-from learner.drift import drift_score
-from learner.drift_alarm import AlarmState, DriftAlarm
-from learner.drift_fields import FieldScore, field_scores
+from learner.drift_monitor import DriftMonitor
 from learner.generator import GeneratorConfig
 from learner.history import History, HistoryPoint
 from learner.metrics import LearnerMetrics
@@ -92,10 +90,8 @@ class LearnerService:
         self.last_loss: float | None = None
         self.last_checkpoint = time.monotonic()  # the first checkpoint comes checkpoint_every after the start
         self.sketch_records = 0.0
-        self.drift: float | None = None
-        self.drift_fields: list[FieldScore] = []  # per-field scores of the last drift update, top first
-        self.drift_alarm = DriftAlarm(config.drift_false_alarms_per_day, config.drift_recent, config.drift_threshold)
-        self.alarm: AlarmState | None = None  # the last verdict of the drift alarm
+        self.drift = DriftMonitor(self.metrics, config.drift_false_alarms_per_day, config.drift_recent,
+                                  config.drift_threshold, stream=self.stream)
         self.reachable = True  # False while Redis or the stream cannot be read (not ready, retrying)
         self.lease_holder: str | None = None
         self.checkpoint_saved: float | None = None
@@ -341,55 +337,9 @@ class LearnerService:
         except SketchgenError as exc:
             log.debug("drift update failed: %s", exc)
             return
-        self.drift = drift_score(recent, reference)
-        if self.drift is not None:
-            self.metrics.drift_score.set(self.drift)
-            self._update_alarm(self.drift)
-        self._update_drift_fields(recent, reference)
+        self.drift.update(recent, reference, self.spec, now=time.time())
         if updated is not None:
             self.metrics.sketch_age.set(max(0.0, time.time() - updated))
-
-    def _update_alarm(self, score: float) -> None:
-        """Feed the score to the calibrated alarms (learner/drift_alarm.py); count each alarm as it rises."""
-        before = set(self.alarm.by) if self.alarm is not None else set()
-        self.alarm = self.drift_alarm.update(time.time(), score)
-        for detector in set(self.alarm.by) - before:
-            self.metrics.drift_alarms[detector].inc()
-            log.warning("drift alarm (%s) on stream %s: score %.3g, threshold %.3g, CUSUM %.3g of %.3g", detector,
-                        self.stream, score, self.alarm.threshold, self.alarm.cusum, self.alarm.cusum_threshold)
-        self.metrics.drift_detected.set(1 if self.alarm.alarm else 0)
-        self.metrics.drift_threshold.set(self.alarm.threshold)
-        self.metrics.drift_cusum.set(self.alarm.cusum)
-        self.metrics.drift_cusum_threshold.set(self.alarm.cusum_threshold)
-
-    def drift_alarm_payload(self) -> dict[str, object]:
-        """The drift alarm's state for ``/status``: threshold in force, calibration, CUSUM, what alarms."""
-        state = self.alarm
-        payload: dict[str, object] = {
-            "false_alarms_per_day": self.config.drift_false_alarms_per_day,
-            "fixed_threshold": self.config.drift_threshold,
-            "threshold": self.drift_alarm.threshold,
-        }
-        if state is not None:
-            payload |= {"calibrated": state.calibrated, "calibration_windows": state.windows,
-                        "tail_scale": state.tail_scale, "cusum": state.cusum,
-                        "cusum_threshold": state.cusum_threshold, "alarm": state.alarm, "by": list(state.by)}
-        return payload
-
-    def _update_drift_fields(self, recent: Sketch, reference: Sketch) -> None:
-        """Per-field scores of the same two windows (learner/drift_fields.py): [] like the score is None when a
-        window is too small (the gauges keep their last values, like ``sketchgen_drift_score``)."""
-        try:
-            self.drift_fields = field_scores(recent, reference, self.spec)
-        except SketchgenError as exc:  # the stream was recreated with another spec between the reads
-            log.debug("per-field drift update failed: %s", exc)
-            self.drift_fields = []
-        if self.drift_fields:
-            self.metrics.set_field_scores(self.drift_fields)
-
-    def drift_fields_payload(self) -> list[dict[str, object]]:
-        """``[{"field", "score", "categories": [{"category", "score"}, …]}, …]``, top first."""
-        return [f.to_dict() for f in self.drift_fields]
 
     def _record_history(self) -> None:
         """Append this loop's point (loss and floor only when a round ran since the last point)."""
@@ -397,7 +347,7 @@ class LearnerService:
         self._round_losses = None
         self.history.record(HistoryPoint(
             time=time.time(), records=float(self.ingested or 0), leader=self.is_leader, loss=loss, floor=floor,
-            drift=self.drift, threshold=self.drift_alarm.threshold, round=self.rounds,
+            drift=self.drift.score, threshold=self.drift.threshold, round=self.rounds,
             steps=self.trainer.steps if self.trainer is not None else None,
         ))
 
@@ -442,10 +392,7 @@ class LearnerService:
             "reachable": self.reachable,
             "checkpoint_age_seconds": None if saved is None else round(max(0.0, time.time() - saved), 3),
             "checkpoint_error": self.watch.error,
-            "drift_score": self.drift,
-            "drift_fields": self.drift_fields_payload(),
-            "drift_threshold": self.drift_alarm.threshold,
-            "drift_alarm": self.drift_alarm_payload(),
+            **self.drift.status(),
             "target": self.config.target,
         }
 
@@ -485,9 +432,9 @@ class LearnerService:
             "rounds": self.rounds,
             "steps": self.trainer.steps if self.trainer is not None else None,
             "loss": self.last_loss,
-            "drift": self.drift,
-            "drift_fields": self.drift_fields_payload(),
-            "threshold": self.drift_alarm.threshold,
+            "drift": self.drift.score,
+            "drift_fields": self.drift.fields_payload(),
+            "threshold": self.drift.threshold,
             "has_model": self.has_model(),
             "points": self.history.points(since),
         }

@@ -104,7 +104,7 @@ class Gate(Generator):
 def test_nan_and_infinity_never_reach_a_json_reply(redis_server):
     _, name = new_stream(redis_server.url, "nanjson")
     with idle_service(redis_server.url, name) as (service, port):
-        service.last_loss, service.drift = float("nan"), float("inf")
+        service.last_loss, service.drift.score = float("nan"), float("inf")
         service.history.record(HistoryPoint(time=time.time(), records=1.0, leader=True, loss=float("nan"),
                                             floor=float("-inf"), drift=float("inf"), steps=3))
         service.model = snapshot(service, Holes(GCONF))
