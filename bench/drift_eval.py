@@ -483,29 +483,29 @@ DETECTORS: tuple[type, ...] = (Ours, Newma, ExactMMD, ColumnTests)
 
 def run_stream(setup: StreamSetup, pools: Sequence[Pool], change_bucket: int, n_buckets: int, rate: float,
                cfg: Config, rng: np.random.Generator, score_from: int = 0, score_until: int | None = None,
-               chunk: int = 720) -> dict[str, np.ndarray]:
+               chunk: int = 720, detectors: Sequence[type] = DETECTORS) -> dict[str, np.ndarray]:
     """Scores per bucket of every detector; buckets ``≥ change_bucket`` draw from ``pools[1]``.
 
     Scores are asked for (``want_score``) only in buckets ``score_from ≤ b < score_until``, to skip work the
     caller does not use: the raw-data detectors then return NaN.
     """
     until = n_buckets if score_until is None else score_until
-    detectors = [cls(setup, cfg) for cls in DETECTORS]
-    scores = {det.name: np.full(n_buckets, np.nan) for det in detectors}
+    running = [cls(setup, cfg) for cls in detectors]
+    scores = {det.name: np.full(n_buckets, np.nan) for det in running}
     b = 0
     while b < n_buckets:
         pool = pools[0] if b < change_bucket else pools[1]
         size = min(chunk, n_buckets - b, (change_bucket - b) if b < change_bucket else n_buckets)
         sums, counts, rows = bucket_block(pool, rate, cfg, size, rng)
         for j in range(size):
-            for det in detectors:
+            for det in running:
                 scores[det.name][b + j] = det.update(sums[j], int(counts[j]), rows[j], score_from <= b + j < until)
         b += size
     return scores
 
 
 def stationary_scores(name: str, rate: float, days: float, cfg: Config, seed: int,
-                      raw_days: float | None = None) -> dict[str, np.ndarray]:
+                      raw_days: float | None = None, detectors: Sequence[type] = DETECTORS) -> dict[str, np.ndarray]:
     """Every detector's scores over ``days`` of a stationary stream of law ``name``.
 
     The raw-data detectors (the costly ones) score only the first ``raw_days`` (default: all ``days``).
@@ -516,11 +516,11 @@ def stationary_scores(name: str, rate: float, days: float, cfg: Config, seed: in
     warm = cfg.n_recent + cfg.n_reference
     n = round(days * DAY / cfg.bucket) + warm
     until = None if raw_days is None else round(raw_days * DAY / cfg.bucket) + warm
-    return run_stream(setup, [pool, pool], n, n, rate, cfg, rng, score_until=until)
+    return run_stream(setup, [pool, pool], n, n, rate, cfg, rng, score_until=until, detectors=detectors)
 
 
 def change_scores(kind: str, rate: float, cfg: Config, seed: int, warmup: float, horizon: float,
-                  ) -> dict[str, np.ndarray]:
+                  detectors: Sequence[type] = DETECTORS) -> dict[str, np.ndarray]:
     """Scores of the ``horizon`` seconds after a change of ``kind`` (bucket 0 = first bucket after it)."""
     rng = np.random.default_rng(seed)
     base, change = CHANGES[kind]
@@ -529,7 +529,7 @@ def change_scores(kind: str, rate: float, cfg: Config, seed: int, warmup: float,
     pools = [make_pool(setup, before), make_pool(setup, change(before, rng))]
     at = cfg.n_recent + cfg.n_reference + round(warmup / cfg.bucket)
     n = at + round(horizon / cfg.bucket)
-    scores = run_stream(setup, pools, at, n, rate, cfg, rng, score_from=at)
+    scores = run_stream(setup, pools, at, n, rate, cfg, rng, score_from=at, detectors=detectors)
     return {k: v[at:] for k, v in scores.items()}
 
 

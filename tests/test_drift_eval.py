@@ -70,3 +70,16 @@ def test_evaluate_end_to_end() -> None:
         assert set(r["false_alarms_per_day"]) == {"gaussian", "typed"}
         assert len(r["changes"]["category"]["miss_rate"]) == len(r["thresholds"])
     assert "| 50 | ours |" in de.operating_table(result, ["mean_all", "category"])
+
+
+def test_the_alarm_rate_bench_counts_alarms_and_names_the_moved_field() -> None:
+    """bench/drift_alarm_rate.py: stationary alarms per setting, and a detection that ranks the moved field first."""
+    from bench import drift_alarm_rate as dar
+
+    cfg = de.Config(m=64, pool=512)
+    row, calibrated = dar.stationary("gaussian", 100.0, 0.2, [1.0, 10.0], cfg, seed=0)
+    assert row["days"] > 0.19 and set(row["F=1"]) >= {"threshold", "cusum", "any", "threshold_end"}
+    assert row["F=10"]["any"] >= row["F=1"]["any"]
+    found = dar.delays("mean_one", 1000.0, calibrated, 2, cfg, warmup=60.0, horizon=300.0)
+    assert len(found) == 2 and all(math.isfinite(delay) and top == "x0" for delay, top in found), found
+    assert dar.rising(np.array([False, True, True, False, True])) == 2
