@@ -337,7 +337,7 @@ class LearnerService:
         except SketchgenError as exc:
             log.debug("drift update failed: %s", exc)
             return
-        self.drift.update(recent, reference, self.spec, now=time.time())
+        self.drift.update(recent, reference, self.spec, now=time.monotonic())  # windows are a cadence: no clock jumps
         if updated is not None:
             self.metrics.sketch_age.set(max(0.0, time.time() - updated))
 
