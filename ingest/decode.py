@@ -16,7 +16,8 @@ A stream of typed records (its spec has an encoder, docs/design.md §1 "Typed re
 object per value, keyed by field names, decoded by :func:`decode_typed_value` into the one row
 ``u = E(r)`` of the encoder; besides the limits above it refuses a record with the encoder's reasons
 (:data:`TYPED_REASONS`: ``wrong_type``, ``unknown_category``, ``null_not_allowed``, ``too_long``,
-``nested_too_deep``; a non-finite number is ``non_finite`` as for vectors).
+``nested_too_deep``, ``duplicate_key`` for an object that repeats a key; a non-finite number is ``non_finite``
+as for vectors).
 
 :func:`decode_json_vectors` is the fast path for the common case of many one-row JSON
 records: one regular-expression match and one NumPy parse over all of them, used only when
@@ -49,7 +50,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,7 +65,7 @@ REASONS = (
     "unsupported_content_type", "out_of_range",
 )
 #: Reasons only a stream of typed records gives (from :class:`sketch_store.typed_encoding.RecordError`).
-TYPED_REASONS = ("wrong_type", "unknown_category", "null_not_allowed", "too_long", "nested_too_deep")
+TYPED_REASONS = ("wrong_type", "unknown_category", "null_not_allowed", "too_long", "nested_too_deep", "duplicate_key")
 #: Every reject reason of either kind of stream: the labels ``sketchgen_ingest_rejected_total`` exports.
 ALL_REASONS = REASONS + TYPED_REASONS
 #: The encoder's reason → the ingest reason (the same name, except that a non-finite number has one label).
@@ -157,14 +158,18 @@ def _checked_content_type(
     return header_value(headers, "content-type").split(";")[0].strip()
 
 
-def _parse_json(value: bytes) -> object:
+def _parse_json(value: bytes, loads: Callable[[str], object] = json.loads) -> object:
     """The JSON text ``value``, strictly UTF-8 (a leading BOM ignored); any failure is an ``invalid_json`` error.
 
     The bytes are decoded first because ``json.loads`` of bytes would also take UTF-16 and UTF-32 and, decoding
-    with ``surrogatepass``, UTF-8-encoded surrogates: none is UTF-8 (docs/ingest.md, bad records).
+    with ``surrogatepass``, UTF-8-encoded surrogates: none is UTF-8 (docs/ingest.md, bad records). ``loads``
+    parses the text (typed records: :func:`sketch_store.typed_encoding.loads_record`, which refuses a repeated
+    key as ``duplicate_key``).
     """
     try:
-        return json.loads(value.decode("utf-8-sig"))
+        return loads(value.decode("utf-8-sig"))
+    except typed_encoding.RecordError as exc:
+        raise RecordError(exc.reason, str(exc)[:200]) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError("invalid_json", str(exc)[:200]) from None
     except RecursionError:
@@ -181,7 +186,7 @@ def _json_value(
                           f"a stream of typed records takes JSON objects, not {F32_CONTENT_TYPE} vectors")
     if ctype not in JSON_CONTENT_TYPES:
         raise RecordError("unsupported_content_type", f"content-type {ctype!r} is not JSON")
-    return _parse_json(value)
+    return _parse_json(value, typed_encoding.loads_record)
 
 
 def decode_typed_value(
@@ -193,7 +198,7 @@ def decode_typed_value(
     """One typed record's value → its encoded row ``E(r)``, a finite (1, D) float64 array, or :class:`RecordError`.
 
     The value must be a JSON object keyed by field names (dotted names: nested objects; other keys are
-    ignored; a missing key is null; of duplicate keys the last one counts, as ``json.loads`` keeps it).
+    ignored; a missing key is null; an object anywhere in it that repeats a key is refused, ``duplicate_key``).
     """
     obj = _json_value(value, headers, max_bytes)
     if not isinstance(obj, dict):

@@ -77,7 +77,7 @@ from sketch_store.schema import (
 
 #: Why a record was refused (``RecordError.reason``): a fixed set, so rejects can be counted by reason.
 REASONS: tuple[str, ...] = ("wrong_type", "unknown_category", "null_not_allowed", "not_finite", "too_long",
-                            "nested_too_deep")
+                            "nested_too_deep", "duplicate_key")
 #: ``c``: a one-hot's scale, so that two categories are ``√2·c`` ≈ 0.954 apart, the median |X − Y| of N(0, 1).
 DEFAULT_CATEGORY_SCALE = NormalDist().inv_cdf(0.75)
 UnknownPolicy = Literal["reject", "other"]
@@ -99,6 +99,36 @@ class RecordError(DataError):
     def prefixed(self, prefix: str) -> RecordError:
         """The same error with ``prefix: `` before its message (e.g. which record)."""
         return RecordError(self.reason, f"{prefix}: {self}", self.field)
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object from its key/value pairs; a repeated key raises ``RecordError('duplicate_key')``."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise RecordError("duplicate_key", f"key {short_repr(name)} appears more than once in one object",
+                                  field=name)
+            seen.add(name)
+    return obj
+
+
+def loads_record(text: str) -> object:
+    """``json.loads(text)``, refusing any object with a repeated key (``duplicate_key``).
+
+    JSON leaves a repeated key's meaning open (RFC 8259 §4) and parsers differ on which value wins, so a
+    typed record that repeats one is ambiguous: it is refused, never read by one parser's rule.
+
+    >>> loads_record('{"a": 1, "b": {"c": 2}}')
+    {'a': 1, 'b': {'c': 2}}
+    >>> try:
+    ...     loads_record('{"a": 1, "b": {"c": 2, "c": 3}}')
+    ... except RecordError as exc:
+    ...     print(exc.reason, exc.field)
+    duplicate_key c
+    """
+    return json.loads(text, object_pairs_hook=_unique_object)
 
 
 def _fail(reason: str, field: Field, detail: str) -> RecordError:

@@ -28,7 +28,7 @@ import numpy as np
 
 from sketch_store.errors import DataError
 from sketch_store.schema import DEFAULT_MAX_CATEGORIES, Schema, infer_schema, parse_float_text
-from sketch_store.typed_encoding import RecordError, parse_text_record
+from sketch_store.typed_encoding import RecordError, loads_record, parse_text_record
 
 #: Suffixes of the record files this module reads.
 RECORD_SUFFIXES = (".csv", ".jsonl")
@@ -91,7 +91,8 @@ def read_csv_records(path: str | Path, limit: int | None = None) -> list[dict[st
 def read_jsonl_records(path: str | Path, limit: int | None = None) -> list[dict[str, object]]:
     """The objects of a JSON Lines file, one a line (blank lines skipped); at most ``limit`` of them.
 
-    A line that is not valid JSON, or not an object, is refused with its line number.
+    A line that is not valid JSON, not an object, or an object that repeats a key, is refused with its line
+    number.
     """
     p = Path(path)
     records: list[dict[str, object]] = []
@@ -103,9 +104,11 @@ def read_jsonl_records(path: str | Path, limit: int | None = None) -> list[dict[
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = loads_record(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{p}: line {number}: not valid JSON ({exc.msg})") from None
+                except RecordError as exc:  # a repeated key: which value is meant is ambiguous
+                    raise DataError(f"{p}: line {number}: {exc}") from None
                 if not isinstance(obj, dict):
                     raise DataError(f"{p}: line {number}: expected a JSON object, got {type(obj).__name__}")
                 records.append(obj)

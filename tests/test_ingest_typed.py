@@ -247,8 +247,8 @@ def extra_records() -> list[tuple[str, bytes | None, list[tuple[str, bytes]], st
          {"price": 99.0, "cut": "Fair", "cert": True, "device.model": "b", "qty": None}),
     ]
     out = [(label, json.dumps(obj).encode(), [], None, rec) for label, obj, rec in valid]
-    out.append(("duplicate keys, last wins", b'{"price": "x", "price": 101.0, "cut": "Poor", "cut": "Good", '
-                b'"cert": true, "qty": 1}', [], None, {"price": 101.0, "cut": "Good", "cert": True, "qty": 1}))
+    out.append(("duplicate keys", b'{"price": "x", "price": 101.0, "cut": "Poor", "cut": "Good", '
+                b'"cert": true, "qty": 1}', [], "duplicate_key", None))
     out += [(label, value, [], reason, None) for label, (value, reason) in BAD_VALUES.items()]
     f32 = [("content-type", F32_CONTENT_TYPE.encode())]
     out += [
@@ -310,7 +310,7 @@ def test_typed_records_end_to_end(work, redis_server, kafka_server, tmp_path):
         producer.close()
     by_reason = collections.Counter(expected_reason.values())
     assert set(by_reason) >= {"wrong_type", "unknown_category", "null_not_allowed", "non_finite", "too_long",
-                              "nested_too_deep", "bad_structure", "invalid_json", "empty", "too_large",
+                              "nested_too_deep", "duplicate_key", "bad_structure", "invalid_json", "empty", "too_large",
                               "unsupported_content_type", "out_of_range"}
 
     port = free_port()

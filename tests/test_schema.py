@@ -310,6 +310,7 @@ def test_a_column_null_everywhere_in_a_file_is_refused(tmp_path):
     ('{"a": 1}\n[1, 2]\n', "line 2: expected a JSON object, got list"),
     ('{"a": 1}\n\n"x"\n', "line 3: expected a JSON object, got str"),
     ('{"a": 1}\n{"a": \n', "line 2: not valid JSON"),
+    ('{"a": 1}\n{"a": 1, "b": {"c": 2, "c": 3}}\n', "line 2: key 'c' appears more than once"),
 ])
 def test_bad_jsonl_lines_are_refused_with_their_number(tmp_path, text, message):
     path = tmp_path / "bad.jsonl"

@@ -245,7 +245,7 @@ def _exact_columns(enc: Encoder) -> list[int]:
 
 def test_the_reasons_are_the_documented_fixed_set():
     assert set(REASONS) == {"wrong_type", "unknown_category", "null_not_allowed", "not_finite", "too_long",
-                            "nested_too_deep"}
+                            "nested_too_deep", "duplicate_key"}
     with pytest.raises(ValueError, match="unknown reject reason"):
         RecordError("bad_vibes", "x")
 
