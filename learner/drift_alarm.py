@@ -32,7 +32,6 @@ Example
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 from statistics import NormalDist
@@ -79,6 +78,8 @@ class NullModel:
     def __init__(self, scores: np.ndarray, u0: float, beta: float, share: float, calibrated: bool) -> None:
         self.sorted = np.sort(scores)
         self.u0, self.beta, self.share, self.calibrated = u0, beta, share, calibrated
+        #: The null median (1 under the prior): where the threshold alarm re-arms.
+        self.median = float(np.median(self.sorted)) if calibrated else 1.0
 
     @classmethod
     def fit(cls, scores: np.ndarray, censored: np.ndarray | None = None,
@@ -101,11 +102,6 @@ class NullModel:
     @property
     def windows(self) -> int:
         return len(self.sorted)
-
-    @property
-    def median(self) -> float:
-        """The null median (1 under the prior)."""
-        return float(np.median(self.sorted)) if self.calibrated else 1.0
 
     def cdf(self, score: float) -> float:
         """``F(score)``, kept inside (0, 1)."""
@@ -137,6 +133,24 @@ def cusum_threshold(arl0: float, k: float = CUSUM_K) -> float:
         b = 2 * k * (h + 1.166)
         lo, hi = (h, hi) if (math.exp(b) - b - 1) / (2 * k * k) < arl0 else (lo, h)
     return (lo + hi) / 2
+
+
+class WindowSample:
+    """The last ``size`` window scores and whether each is censored, in a ring (the fit ignores their order)."""
+
+    def __init__(self, size: int = KEEP_WINDOWS) -> None:
+        self.values = np.empty(size)
+        self.censored = np.zeros(size, bool)
+        self.count = 0
+
+    def add(self, value: float, censored: bool) -> None:
+        at = self.count % len(self.values)
+        self.values[at], self.censored[at] = value, censored
+        self.count += 1
+
+    def fit(self) -> NullModel:
+        n = min(self.count, len(self.values))
+        return NullModel.fit(self.values[:n], self.censored[:n])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +194,7 @@ class DriftAlarm:
         share = false_alarms_per_day / 2  # the two detectors split the budget
         self.upper = min(share / windows_per_day, 0.1)  # per-window tail probability of the threshold
         self.h = cusum_threshold(windows_per_day / share)
-        # (score, censored) of each window's maximum and first score
-        self._window_maxima: collections.deque[tuple[float, bool]] = collections.deque(maxlen=KEEP_WINDOWS)
-        self._window_firsts: collections.deque[tuple[float, bool]] = collections.deque(maxlen=KEEP_WINDOWS)
+        self._window_maxima, self._window_firsts = WindowSample(), WindowSample()  # each window's maximum, first
         self.null = self.first_null = NullModel.fit(np.empty(0))  # laws of the windows' maxima, first scores
         self._window_end, self._window_max, self._window_alarmed = -math.inf, math.nan, False
         self.cusum = 0.0
@@ -219,12 +231,11 @@ class DriftAlarm:
             return
         self.null = self._calibrate(self._window_maxima, self._window_max)
 
-    def _calibrate(self, sample: collections.deque[tuple[float, bool]], score: float) -> NullModel:
+    def _calibrate(self, sample: WindowSample, score: float) -> NullModel:
         """Add ``score`` to ``sample`` (censored at the threshold if past it) and refit its law."""
         threshold = self.threshold
-        sample.append((min(score, threshold), score > threshold))
-        values = np.fromiter((v for v, _ in sample), float, len(sample))
-        return NullModel.fit(values, np.fromiter((c for _, c in sample), bool, len(sample)))
+        sample.add(min(score, threshold), score > threshold)
+        return sample.fit()
 
     def _cusum_step(self, score: float) -> None:
         """One CUSUM step on ``y = Φ⁻¹(F̂(score))`` under the law of the windows' first scores, which it calibrates.
