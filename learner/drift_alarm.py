@@ -47,6 +47,9 @@ PRIOR_BETA = 0.5
 #: The tail is fitted to this top share of the scores, and to at least this many.
 TAIL_SHARE = 0.05
 MIN_TAIL = 30
+#: The smallest tail scale fitted: the score is in units of its null mean, and streams measured have 0.15–0.3;
+#: scores that barely vary (records nearly all alike) must not give a threshold a hair above them.
+MIN_BETA = 0.02
 #: Windows of stationary scores needed before the fit replaces the prior, and how many are kept (a day of
 #: one-minute windows).
 MIN_WINDOWS = 60
@@ -97,7 +100,7 @@ class NullModel:
         u0 = float(finite[n - top - 1])
         observed = max(int(np.count_nonzero(~cut[n - top:])), 1)
         beta = float(np.sum(finite[n - top:] - u0)) / observed
-        return cls(finite, u0, max(beta, 1e-6), top / n, True)
+        return cls(finite, u0, max(beta, MIN_BETA), top / n, True)
 
     @property
     def windows(self) -> int:

@@ -135,3 +135,13 @@ def test_fewer_false_alarms_asked_give_higher_thresholds():
 def test_bad_settings_are_refused_in_one_line(kwargs, message):
     with pytest.raises(SketchgenError, match=message):
         DriftAlarm(**kwargs)
+
+
+def test_scores_that_barely_vary_do_not_set_a_hair_trigger():
+    """A stream whose score hardly moves (records nearly alike) keeps a tail scale of at least MIN_BETA."""
+    alarm = DriftAlarm(1.0, 60.0)
+    rng = np.random.default_rng(4)
+    for i in range(6 * 200):
+        alarm.update(10.0 * i, float(1.0 + 1e-6 * rng.standard_normal()))
+    assert alarm.null.calibrated and alarm.threshold > 1.08  # u₀ + MIN_BETA · ln(t/p) with t/p ≥ 144
+    assert not alarm.update(10.0 * 6 * 200, 1.05).alarm
