@@ -55,7 +55,9 @@ class TrainConfig:
     and during the first ``smooth_fraction`` of the budget the objective is
     the frequency-weighted loss of :func:`learner.loss.smoothing_weights` with
     a width τ falling linearly from ``smooth_tau`` (standardised units) to 0.
-    Without ``anneal`` both stay off, as a long-running learner wants.
+    With ``batch_start`` < 1 the number of latents per step also grows over the budget, linearly from
+    ``batch · batch_start`` to ``batch`` (:meth:`batch_at`, docs/learner.md "Spending a time budget").
+    Without ``anneal`` all three stay off, as a long-running learner wants.
 
     ``ema_decay`` (e.g. 0.995) keeps an exponential moving average of the generator's
     weights, ``θ̄ ← β θ̄ + (1 − β) θ`` after every step (Polyak averaging), and samples
@@ -73,6 +75,7 @@ class TrainConfig:
     smooth_tau: float = 1.0
     smooth_fraction: float = 0.4
     ema_decay: float | None = None
+    batch_start: float = 1.0
 
     def __post_init__(self) -> None:
         if int(self.batch) < 2:
@@ -83,6 +86,8 @@ class TrainConfig:
             raise SketchgenError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
         if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
             raise SketchgenError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if not 0.0 < float(self.batch_start) <= 1.0:
+            raise SketchgenError(f"batch_start must be in (0, 1], got {self.batch_start}")
 
     def lr_at(self, progress: float) -> float:
         """Learning rate at ``progress`` ∈ [0, 1] of an annealed budget (cosine decay)."""
@@ -91,6 +96,18 @@ class TrainConfig:
         p = min(max(progress, 0.0), 1.0)
         f = self.final_lr_fraction
         return self.lr * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * p)))
+
+    def batch_at(self, progress: float) -> int:
+        """Latents per step at ``progress`` ∈ [0, 1]: ``round(n · (b + (1 − b) p))``, at least 2 (``n`` when off).
+
+        ``b = batch_start``. The minibatch floor ``(1 − ‖z_G‖²)/n`` only matters once the corrected loss
+        comes down to it, late in the budget; before that a smaller batch gives nearly the same step for less.
+        """
+        if not self.anneal or self.batch_start >= 1.0:
+            return int(self.batch)
+        p = min(max(progress, 0.0), 1.0)
+        b = float(self.batch_start)
+        return max(2, round(self.batch * (b + (1.0 - b) * p)))
 
     def tau_at(self, progress: float) -> float:
         """Smoothing width τ at ``progress`` of an annealed budget (0 when off)."""
@@ -152,11 +169,13 @@ class Trainer:
         self.target = sketch
         self._z_data = torch.as_tensor(sketch.mean(), dtype=torch.float32, device=self.device)
 
-    def step(self, tau: float = 0.0) -> LossValue:
-        """One Adam step on a fresh batch of latents (smoothed by width ``tau`` if > 0)."""
+    def step(self, tau: float = 0.0, batch: int | None = None) -> LossValue:
+        """One Adam step on a fresh batch of ``batch`` latents (default ``config.batch``; smoothed by width
+        ``tau`` if > 0)."""
         if self._z_data is None:
             raise SketchgenError("no target sketch: call set_target() first")
-        u = torch.randn(self.config.batch, self.generator.config.latent, generator=self.rng, device=self.device)
+        n = self.config.batch if batch is None else int(batch)
+        u = torch.randn(n, self.generator.config.latent, generator=self.rng, device=self.device)
         weights = smoothing_weights(self.fmap, tau) if tau > 0 else None
         value = sketch_loss(self.fmap, self._z_data, self.generator(u), weights)
         self.optimizer.zero_grad(set_to_none=True)
@@ -182,6 +201,7 @@ class Trainer:
         if steps is None and seconds is None:
             raise SketchgenError("give a step budget, a time budget, or both")
         self.generator.train()
+        self.fmap.reserve(max(self.config.batch_at(0.0), self.config.batch_at(1.0)))  # a growing batch: one buffer
         start = time.perf_counter()
         tail: collections.deque[tuple[float, float]] = collections.deque(maxlen=max(1, (steps or 1000) // 10))
         done = 0
@@ -191,7 +211,7 @@ class Trainer:
             if progress >= 1.0:
                 break
             self._set_lr(self.config.lr_at(progress))
-            value = self.step(self.config.tau_at(progress))
+            value = self.step(self.config.tau_at(progress), self.config.batch_at(progress))
             done += 1
             tail.append((value.loss, value.floor))
             if callback is not None:

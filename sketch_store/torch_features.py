@@ -41,14 +41,23 @@ class _Workspace:
         self.sin: torch.Tensor | None = None
         self.generation = 0
 
+    def reserve(self, n: int, m: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Hold buffers of at least n rows (of m columns, this dtype and device) from now on."""
+        fits = self.cos is not None and self.cos.shape[0] >= n and self.cos.shape[1] == m
+        if not (fits and self.cos.dtype == dtype and self.cos.device == device):
+            self.cos = torch.empty((n, m), dtype=dtype, device=device)
+            self.sin = torch.empty((n, m), dtype=dtype, device=device)
+
     def take(self, n: int, m: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fits = self.cos is not None and self.cos.shape == (n, m)
-        if not (fits and self.cos.dtype == like.dtype and self.cos.device == like.device):
-            self.cos = torch.empty((n, m), dtype=like.dtype, device=like.device)
-            self.sin = torch.empty((n, m), dtype=like.dtype, device=like.device)
+        """Two (n, m) buffers: the first n rows of the kept ones (contiguous), grown when n exceeds them.
+
+        A batch that changes from step to step (:meth:`learner.trainer.TrainConfig.batch_at`) allocates
+        once when its largest size was reserved first (:meth:`TorchFeatureMap.reserve`).
+        """
+        self.reserve(n, m, like.dtype, like.device)
         self.generation += 1
-        assert self.sin is not None
-        return self.cos, self.sin
+        assert self.cos is not None and self.sin is not None
+        return self.cos[:n], self.sin[:n]
 
 
 class _FourierMean(torch.autograd.Function):
@@ -107,6 +116,10 @@ class TorchFeatureMap(torch.nn.Module):
         """Per-row features ``Φ(y_j)``, shape (n, 2m)."""
         phases = y @ self.omega
         return torch.cat([torch.cos(phases), torch.sin(phases)], dim=1) * self.scale
+
+    def reserve(self, n: int) -> None:
+        """Allocate the work buffers of :meth:`batch_sketch` for batches of up to ``n`` rows now, once."""
+        self._workspace.reserve(int(n), self.m, self.omega.dtype, self.omega.device)
 
     def batch_sketch(self, y: torch.Tensor) -> torch.Tensor:
         """Batch sketch ``ẑ = (1/n) Σ_j Φ(y_j)``, shape (2m,).

@@ -44,6 +44,8 @@ DEFAULT_HIDDEN = "128,128,128"
 DEFAULT_LATENT = 10
 DEFAULT_BATCH = 1000
 DEFAULT_LR = 3e-3
+#: ``fit`` starts an annealed budget at this fraction of ``--batch`` latents per step (docs/learner.md).
+DEFAULT_BATCH_START = 0.25
 PROGRESS_ROWS = 200_000
 
 
@@ -79,6 +81,9 @@ def add_offline_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", default=DEFAULT_HIDDEN, help=f"hidden widths (default {DEFAULT_HIDDEN})")
     p.add_argument("--slope", type=float, default=0.2, help="LeakyReLU slope (default 0.2)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"latents per step (default {DEFAULT_BATCH})")
+    p.add_argument("--batch-start", type=float, default=DEFAULT_BATCH_START,
+                   help=f"fraction of --batch the annealed budget starts with, growing linearly to --batch "
+                   f"(default {DEFAULT_BATCH_START:g}; 1 = constant)")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"initial Adam learning rate (default {DEFAULT_LR:g})")
     p.add_argument("--no-anneal", action="store_true", help="keep the learning rate constant")
     p.add_argument("--resume", action="store_true", help="warm-start from the model already in --out")
@@ -149,7 +154,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if sketch.count == 0:
         raise SketchgenError(f"{args.sketch}: the sketch holds no records")
     gconf = GeneratorConfig(latent=args.latent, hidden=parse_hidden(args.hidden), output=spec.d, slope=args.slope)
-    trainer = Trainer(spec, gconf, TrainConfig(batch=args.batch, lr=args.lr, seed=args.seed, anneal=not args.no_anneal))
+    tconf = TrainConfig(batch=args.batch, lr=args.lr, seed=args.seed, anneal=not args.no_anneal,
+                        batch_start=args.batch_start)
+    trainer = Trainer(spec, gconf, tconf)
     if args.resume:
         from learner.checkpoint import restore_trainer
 

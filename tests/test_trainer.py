@@ -175,8 +175,38 @@ def test_annealed_training_follows_the_schedule():
     assert lrs == pytest.approx([config.lr_at(k / 10) for k in range(10)])
 
 
+def test_batch_schedule_grows_linearly_and_only_when_annealing():
+    config = TrainConfig(batch=100, anneal=True, batch_start=0.25)
+    assert [config.batch_at(p) for p in (0.0, 0.5, 1.0, 2.0)] == [25, 62, 100, 100]
+    assert TrainConfig(batch=100, anneal=False, batch_start=0.25).batch_at(0.0) == 100
+    assert TrainConfig(batch=100, anneal=True).batch_at(0.0) == 100
+    assert TrainConfig(batch=4, anneal=True, batch_start=0.01).batch_at(0.0) == 2
+
+
+def test_a_growing_batch_trains_with_one_buffer():
+    spec = make_spec(m=32)
+    config = TrainConfig(batch=400, lr=1e-2, seed=0, anneal=True, batch_start=0.25)
+    trainer = Trainer(spec, GCONF, config)
+    trainer.set_target(gaussian_target(spec, n=1000))
+    sizes: list[int] = []
+    trainer.generator.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    losses: list[float] = []
+    trainer.train(steps=40, callback=lambda step, value: losses.append(value.corrected))
+    assert sizes == [config.batch_at(k / 40) for k in range(40)] and sizes[0] == 100 and sizes[-1] == 392
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    workspace = trainer.fmap._workspace
+    assert workspace.cos is not None and workspace.cos.shape == (400, 32)  # reserved for the largest batch, kept
+    # a smaller batch after a larger one: the gradient through the reused buffer equals a fresh one's
+    y = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    trainer.fmap.batch_sketch(y).pow(2).sum().backward()
+    fresh = y.detach().clone().requires_grad_(True)
+    TorchFeatureMap(spec).batch_sketch(fresh).pow(2).sum().backward()
+    assert torch.equal(y.grad, fresh.grad)
+
+
 @pytest.mark.parametrize(
-    "kwargs", [dict(batch=1), dict(lr=0.0), dict(lr=-1.0), dict(final_lr_fraction=1.5), dict(final_lr_fraction=-0.1)]
+    "kwargs", [dict(batch=1), dict(lr=0.0), dict(lr=-1.0), dict(final_lr_fraction=1.5), dict(final_lr_fraction=-0.1),
+               dict(batch_start=0.0), dict(batch_start=1.5)]
 )
 def test_train_config_validation(kwargs):
     with pytest.raises(SketchgenError):
