@@ -218,20 +218,19 @@ class LearnerService:
         """K steps in slices of :data:`SLICE_STEPS`; returns each step's floor-corrected loss.
 
         After each slice the served snapshot is replaced (HTTP samples it without any lock), and
-        the lease is renewed whenever a third of its TTL has passed, so a round longer than the
-        TTL (a slow or busy machine) does not lose the lease.
+        the lease is renewed whenever a third of its TTL has passed since it was last taken or
+        renewed (counting the work done before the round: reading the target, building a trainer),
+        so a round on a slow or busy machine does not lose the lease.
         """
         corrected: list[float] = []
-        renewed = time.monotonic()
         while len(corrected) < self.config.steps_per_round:
+            if time.monotonic() - self.lease.renewed_at >= self.config.lease_ttl / 3:
+                self._renew_or_step_down()
             n = min(SLICE_STEPS, self.config.steps_per_round - len(corrected))
             with self.lock:
                 assert self.trainer is not None and self.trained_for is not None
                 self.trainer.train(steps=n, callback=lambda _step, value: corrected.append(value.corrected))
                 self.model = ServedModel.from_trainer(self.trainer, self.trained_for[1])
-            if time.monotonic() - renewed >= self.config.lease_ttl / 3:
-                self._renew_or_step_down()
-                renewed = time.monotonic()
         return corrected
 
     def _renew_or_step_down(self) -> None:

@@ -113,6 +113,11 @@ class Lease:
         return self._hold(self._renew, "renewed")
 
     @property
+    def renewed_at(self) -> float:
+        """``time.monotonic()`` at the start of our last successful take or renewal (``-inf`` if none holds)."""
+        return self._valid_until - self.ttl_ms / 1000.0 if self._valid_until else float("-inf")
+
+    @property
     def held(self) -> bool:
         """True until one TTL after the start of our last successful take or renewal (by our clock).
 

@@ -55,6 +55,21 @@ def test_one_holder_at_a_time_and_takeover_after_expiry(client):
     assert standby.current_holder() == "b"
 
 
+def test_renewed_at_is_the_start_of_the_last_successful_take_or_renewal(client):
+    """What the learner's round measures its renewals from (work before a round counts against the TTL)."""
+    name = stream()
+    lease, other = Lease(client, name, "a", ttl=5), Lease(client, name, "b", ttl=5)
+    assert lease.renewed_at == float("-inf")
+    before = time.monotonic()
+    assert lease.acquire()
+    taken = lease.renewed_at
+    assert before <= taken <= time.monotonic()
+    time.sleep(0.05)
+    assert lease.renew() and lease.renewed_at > taken
+    assert not other.acquire() and other.renewed_at == float("-inf")
+    assert lease.release() and lease.renewed_at == float("-inf")
+
+
 def test_release_hands_over_at_once(client):
     name = stream()
     leader, standby = Lease(client, name, "a", ttl=30), Lease(client, name, "b", ttl=30)

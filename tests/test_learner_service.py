@@ -97,22 +97,32 @@ def test_standby_takes_over_when_the_leader_is_killed_and_training_resumes(spira
     a = learner(tmp, "learn-a", name, redis_url, pa, ttl)
     wait_for(lambda: get(pa, "/status")[1].get("leader") if a.proc.poll() is None else None, 30, "a leads")
     b = learner(tmp, "learn-b", name, redis_url, pb, ttl)
+    procs, stand = {pa: a, pb: b}, pb
     try:
         wait_for(lambda: b.proc.poll() is None and get(pb, "/readyz")[0] == 200, 30, "the standby to be ready")
-        assert get(pb, "/status")[1]["leader"] is False
-        wait_for(lambda: get(pa, "/status")[1]["checkpoint_age_seconds"] is not None, 30, "a checkpoint")
-        steps_before = get(pa, "/status")[1]["steps"]
-        a.stop(signal.SIGKILL)
+
+        def one_leader() -> tuple[int, int] | None:
+            """(leader's port, standby's port) when exactly one of the two leads (a starved leader may have
+            lost the lease to b: the roles, not the names, are what this test is about)."""
+            leads = {port: get(port, "/status")[1]["leader"] for port in procs}
+            return (pa, pb) if leads == {pa: True, pb: False} else (pb, pa) if leads == {pa: False, pb: True} else None
+
+        lead, stand = wait_for(one_leader, 30, "exactly one leader")
+        wait_for(lambda: get(lead, "/status")[1]["checkpoint_age_seconds"] is not None, 30, "a checkpoint")
+        steps_before = get(lead, "/status")[1]["steps"]
+        procs[lead].stop(signal.SIGKILL)
         killed = time.monotonic()
-        wait_for(lambda: get(pb, "/status")[1]["leader"], ttl + 5, "the standby to take over")
+        wait_for(lambda: get(stand, "/status")[1]["leader"], ttl + 5, "the standby to take over")
         assert time.monotonic() - killed <= ttl + 3
         # it resumed from the checkpoint rather than from scratch
-        steps = wait_for(lambda: get(pb, "/status")[1]["steps"], 20, "training on b")
+        steps = wait_for(lambda: get(stand, "/status")[1]["steps"], 20, "training on the standby")
         assert steps >= steps_before - 2 * 100 * 3, (steps, steps_before)  # at most ~a checkpoint interval lost
-        assert get(pb, "/sample?n=10")[0] == 200
+        assert get(stand, "/sample?n=10")[0] == 200
     finally:
-        a.stop(signal.SIGKILL)
-        assert b.stop() == 0, b.tail()
+        for port, proc in procs.items():
+            if port != stand:
+                proc.stop(signal.SIGKILL)
+        assert procs[stand].stop() == 0, procs[stand].tail()
 
 
 def test_demo_runs_and_ends_with_a_png(tmp_path):
