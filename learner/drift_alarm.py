@@ -199,7 +199,7 @@ class DriftAlarm:
         self.h = cusum_threshold(windows_per_day / share)
         self._window_maxima, self._window_firsts = WindowSample(), WindowSample()  # each window's maximum, first
         self.null = self.first_null = NullModel.fit(np.empty(0))  # laws of the windows' maxima, first scores
-        self._window_end, self._window_max, self._window_alarmed = -math.inf, math.nan, False
+        self._window_end, self._window_max = -math.inf, math.nan
         self.cusum = 0.0
         self._above = False  # the threshold alarm fired and has not re-armed yet
         self._cusum_fired = False
@@ -216,12 +216,12 @@ class DriftAlarm:
         if now >= self._window_end:
             self._close_window()
             self._cusum_step(score)  # the first score of a window: its recent data is the last window's
-            self._window_end, self._window_max, self._window_alarmed = now + self.window_s, score, False
+            self._window_end, self._window_max = now + self.window_s, score
         else:
             self._window_max = max(self._window_max, score)
         null, threshold = self.null, self.threshold
         if score > threshold:
-            self._above = self._window_alarmed = True
+            self._above = True
         elif score <= null.median:  # re-armed once back at the null's median: one excursion, one alarm
             self._above = False
         by = tuple(name for name, on in (("threshold", self._above), ("cusum", self._cusum_fired)) if on)
