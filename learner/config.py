@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from learner.drift_alarm import check_alarm_settings
 from learner.generator import GeneratorConfig
 from learner.history import DEFAULT_MAXLEN
 from learner.trainer import TrainConfig
@@ -44,10 +45,7 @@ class LearnConfig:
             raise SketchgenError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.history_size < 1:
             raise SketchgenError(f"the history size must be at least 1, got {self.history_size}")
-        if not (self.drift_false_alarms_per_day > 0 and self.drift_false_alarms_per_day < float("inf")):
-            raise SketchgenError(f"--drift-false-alarms-per-day must be > 0, got {self.drift_false_alarms_per_day}")
-        if self.drift_threshold is not None and not self.drift_threshold > 0:
-            raise SketchgenError(f"--drift-threshold must be > 0, got {self.drift_threshold}")
+        check_alarm_settings(self.drift_false_alarms_per_day, self.drift_recent, self.drift_threshold)
         if self.max_sample < 1 or self.max_concurrent_samples < 1:
             raise SketchgenError("the sample cap and --max-concurrent-samples must be at least 1")
 

@@ -78,8 +78,9 @@ class NullModel:
     (True, 0.21, 2.4)
     """
 
-    def __init__(self, scores: np.ndarray, u0: float, beta: float, share: float, calibrated: bool) -> None:
-        self.sorted = np.sort(scores)
+    def __init__(self, sorted_scores: np.ndarray, u0: float, beta: float, share: float, calibrated: bool) -> None:
+        """Built by :meth:`fit`, from its scores already sorted."""
+        self.sorted = sorted_scores
         self.u0, self.beta, self.share, self.calibrated = u0, beta, share, calibrated
         #: The null median (1 under the prior): where the threshold alarm re-arms.
         self.median = float(np.median(self.sorted)) if calibrated else 1.0
@@ -174,6 +175,17 @@ class AlarmState:
         return dataclasses.asdict(self) | {"by": list(self.by)}
 
 
+def check_alarm_settings(false_alarms_per_day: float, window_s: float, fixed_threshold: float | None) -> None:
+    """Refuse settings no alarm can run with, in one line naming the ``sketchgen learn`` flag."""
+    if not (false_alarms_per_day > 0 and math.isfinite(false_alarms_per_day)):
+        raise SketchgenError(f"false alarms per day must be > 0 (--drift-false-alarms-per-day), "
+                             f"got {false_alarms_per_day}")
+    if not window_s > 0:
+        raise SketchgenError(f"the drift window must be > 0 seconds, got {window_s}")
+    if fixed_threshold is not None and not fixed_threshold > 0:
+        raise SketchgenError(f"the drift threshold must be > 0 (--drift-threshold), got {fixed_threshold}")
+
+
 class DriftAlarm:
     """Threshold and CUSUM alarms on the drift score for ``false_alarms_per_day`` (module docstring).
 
@@ -185,12 +197,7 @@ class DriftAlarm:
 
     def __init__(self, false_alarms_per_day: float = 1.0, window_s: float = 60.0,
                  fixed_threshold: float | None = None) -> None:
-        if not (false_alarms_per_day > 0 and math.isfinite(false_alarms_per_day)):
-            raise SketchgenError(f"false alarms per day must be > 0, got {false_alarms_per_day}")
-        if not window_s > 0:
-            raise SketchgenError(f"the drift window must be > 0 seconds, got {window_s}")
-        if fixed_threshold is not None and not fixed_threshold > 0:
-            raise SketchgenError(f"the drift threshold must be > 0, got {fixed_threshold}")
+        check_alarm_settings(false_alarms_per_day, window_s, fixed_threshold)
         self.window_s = window_s
         self.fixed_threshold = fixed_threshold
         windows_per_day = DAY_S / window_s

@@ -145,3 +145,12 @@ def test_scores_that_barely_vary_do_not_set_a_hair_trigger():
         alarm.update(10.0 * i, float(1.0 + 1e-6 * rng.standard_normal()))
     assert alarm.null.calibrated and alarm.threshold > 1.08  # u₀ + MIN_BETA · ln(t/p) with t/p ≥ 144
     assert not alarm.update(10.0 * 6 * 200, 1.05).alarm
+
+
+def test_the_learners_config_refuses_the_same_settings_naming_its_flags():
+    from learner.config import LearnConfig
+
+    with pytest.raises(SketchgenError, match=r"\(--drift-false-alarms-per-day\), got 0"):
+        LearnConfig(stream="s", drift_false_alarms_per_day=0.0)
+    with pytest.raises(SketchgenError, match=r"\(--drift-threshold\), got -1"):
+        LearnConfig(stream="s", drift_threshold=-1.0)
