@@ -58,7 +58,7 @@ class LearnerMetrics:
                                ["stream"], registry=r).labels(**lab)
         self.drift_score = Gauge("sketchgen_drift_score", "Recent vs reference sketch distance over its null level.",
                                  ["stream", "window"], registry=r).labels(stream=stream, window=drift_window)
-        self.drift_detected = Gauge("sketchgen_drift_detected", "1 when the drift score exceeds the threshold.",
+        self.drift_detected = Gauge("sketchgen_drift_detected", "1 while a drift alarm (threshold or CUSUM) is on.",
                                     ["stream"], registry=r).labels(**lab)
         drift = {"stream": stream, "window": drift_window}
         self.drift_threshold = Gauge("sketchgen_drift_threshold", "Drift-score threshold in force.",
