@@ -164,11 +164,17 @@ def test_smoothing_schedule():
     assert config.tau_at(0.4) == 0.0 and config.tau_at(0.9) == 0.0
 
 
-def test_annealed_training_follows_the_schedule():
-    spec = make_spec(m=16)
-    config = TrainConfig(batch=16, lr=1e-2, seed=0, anneal=True, final_lr_fraction=0.1)
+def annealed_trainer(m: int, n: int, **settings: object) -> tuple[TrainConfig, Trainer]:
+    """An annealed trainer (lr 1e-2, seed 0, ``settings``) on the sketch of ``n`` Gaussian rows at ``m`` frequencies."""
+    spec = make_spec(m=m)
+    config = TrainConfig(lr=1e-2, seed=0, anneal=True, **settings)
     trainer = Trainer(spec, GCONF, config)
-    trainer.set_target(gaussian_target(spec, n=100))
+    trainer.set_target(gaussian_target(spec, n=n))
+    return config, trainer
+
+
+def test_annealed_training_follows_the_schedule():
+    config, trainer = annealed_trainer(16, 100, batch=16, final_lr_fraction=0.1)
     lrs: list[float] = []
     trainer.train(steps=10, callback=lambda step, value: lrs.append(trainer.optimizer.param_groups[0]["lr"]))
     assert lrs[0] == pytest.approx(1e-2)
@@ -184,10 +190,7 @@ def test_batch_schedule_grows_linearly_and_only_when_annealing():
 
 
 def test_a_growing_batch_trains_with_one_buffer():
-    spec = make_spec(m=32)
-    config = TrainConfig(batch=400, lr=1e-2, seed=0, anneal=True, batch_start=0.25)
-    trainer = Trainer(spec, GCONF, config)
-    trainer.set_target(gaussian_target(spec, n=1000))
+    config, trainer = annealed_trainer(32, 1000, batch=400, batch_start=0.25)
     sizes: list[int] = []
     trainer.generator.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
     losses: list[float] = []
@@ -200,7 +203,7 @@ def test_a_growing_batch_trains_with_one_buffer():
     y = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), requires_grad=True)
     trainer.fmap.batch_sketch(y).pow(2).sum().backward()
     fresh = y.detach().clone().requires_grad_(True)
-    TorchFeatureMap(spec).batch_sketch(fresh).pow(2).sum().backward()
+    TorchFeatureMap(trainer.spec).batch_sketch(fresh).pow(2).sum().backward()
     assert torch.equal(y.grad, fresh.grad)
 
 
