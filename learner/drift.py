@@ -3,10 +3,16 @@
 ``score = ‖z_recent − z_reference‖² / ((1 − ‖z‖²)(1/n_recent + 1/n_reference))`` (docs/design.md §1,
 ``‖z‖²`` from the pooled sketch): about 1 while the stream is stationary, ≫ 1 after a change.
 
+The learner reports the *scan* of that score over the recent window (:func:`scan_score`): the highest
+score of its newest 1, 2, 4, … buckets and of the whole window against the same reference. After a change
+``k`` buckets ago, the window of the newest ``k`` buckets holds only changed records, so its score grows
+like ``k`` where the full window's (a share ``k/w`` of changed records) grows like ``k²/w``: a sudden change
+is seen within a bucket or two, a small persistent one still by the full window.
+
 Example
 -------
 >>> import numpy as np
->>> from sketch_store.sketch import Sketch
+>>> from sketch_store.sketch import Sketch, merge_all
 >>> from sketch_store.spec import SketchSpec
 >>> spec = SketchSpec.create(d=1, m=64, law="gaussian", seed=0)
 >>> rng = np.random.default_rng(0)
@@ -16,9 +22,18 @@ Example
 >>> moved = drift_score(sketch(rng.normal(3, 1, size=(500, 1))), reference)
 >>> bool(same < 3 < 100 < moved)
 True
+>>> buckets = [sketch(rng.normal(3, 1, size=(100, 1)))] + [sketch(rng.normal(size=(100, 1))) for _ in range(5)]
+>>> scan_lengths(len(buckets))  # the newest bucket moved: the scan sees it at full strength
+[1, 2, 4, 6]
+>>> bool(scan_score(buckets, reference) > 3 * drift_score(merge_all(buckets), reference))
+True
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
 
 from sketch_store.sketch import Sketch
 
@@ -34,3 +49,28 @@ def drift_score(recent: Sketch, reference: Sketch) -> float | None:
     if not null > 0:
         return None
     return recent.sq_distance(reference) / null
+
+
+def scan_lengths(n: int) -> list[int]:
+    """The window lengths the scan tries, in buckets: ``1, 2, 4, …`` below ``n``, then ``n`` itself."""
+    lengths = []
+    length = 1
+    while length < n:
+        lengths.append(length)
+        length *= 2
+    return [*lengths, n] if n > 0 else []
+
+
+def scan_score(recent_buckets: Sequence[Sketch], reference: Sketch) -> float | None:
+    """``max_L drift_score(newest L buckets, reference)`` over :func:`scan_lengths`; None if no window scores.
+
+    ``recent_buckets`` are the recent window's buckets, newest first (:meth:`SketchStore.read_buckets`).
+    A window with fewer than :data:`MIN_RECORDS` records does not score; the null level of each is its own,
+    so every term is about 1 under no change (docs/design.md §1, "Drift").
+    """
+    totals = np.cumsum([b.total for b in recent_buckets], axis=0) if recent_buckets else []
+    counts = np.cumsum([b.count for b in recent_buckets])
+    scores = [drift_score(Sketch(totals[n - 1], int(counts[n - 1]), reference.fingerprint), reference)
+              for n in scan_lengths(len(recent_buckets))]
+    scored = [s for s in scores if s is not None]
+    return max(scored) if scored else None

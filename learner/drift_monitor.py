@@ -1,8 +1,8 @@
 """A stream's drift as the learner tracks it: the score, the per-field scores, the alarms and their metrics.
 
-Each loop the service reads the recent and the reference window sketches and hands them to
-:meth:`DriftMonitor.update`, which computes the drift score (:mod:`learner.drift`, docs/design.md §1
-"Drift"), the per-field scores (:mod:`learner.drift_fields`) and the calibrated alarms
+Each loop the service reads the recent window's buckets and the reference window's sketch and hands them
+to :meth:`DriftMonitor.update`, which computes the drift score (the scan of :mod:`learner.drift`,
+docs/design.md §1 "Drift"), the per-field scores (:mod:`learner.drift_fields`) and the calibrated alarms
 (:mod:`learner.drift_alarm`), and sets the ``sketchgen_drift_*`` metrics. What ``/status`` and ``/history``
 show is read from it without a Redis call.
 
@@ -10,13 +10,14 @@ Example
 -------
 >>> import numpy as np
 >>> from learner.metrics import LearnerMetrics
->>> from sketch_store.sketch import Sketch
+>>> from sketch_store.sketch import Sketch, merge_all
 >>> from sketch_store.spec import SketchSpec
 >>> spec = SketchSpec.create(d=2, m=64, law="gaussian", seed=0)
 >>> rng = np.random.default_rng(0)
 >>> monitor = DriftMonitor(LearnerMetrics("s", "60s_vs_600s"), false_alarms_per_day=1.0, window_s=60.0)
 >>> reference = Sketch.from_data(spec, rng.normal(size=(5000, 2)))
->>> monitor.update(Sketch.from_data(spec, rng.normal(3.0, 1.0, size=(500, 2))), reference, spec, now=0.0)
+>>> recent = [Sketch.from_data(spec, rng.normal(3.0, 1.0, size=(100, 2))) for _ in range(6)]  # newest first
+>>> monitor.update(recent, reference, spec, now=0.0)
 >>> monitor.score > monitor.threshold, monitor.status()["drift_alarm"]["by"][0]
 (True, 'threshold')
 """
@@ -24,13 +25,14 @@ Example
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from learner.drift import drift_score
+from learner.drift import scan_score
 from learner.drift_alarm import AlarmState, DriftAlarm
 from learner.drift_fields import FieldScore, field_scores
 from learner.metrics import LearnerMetrics
 from sketch_store.errors import SketchgenError
-from sketch_store.sketch import Sketch
+from sketch_store.sketch import Sketch, merge_all
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
@@ -55,13 +57,18 @@ class DriftMonitor:
         """The drift-score threshold in force."""
         return self.alarm.threshold
 
-    def update(self, recent: Sketch, reference: Sketch, spec: SketchSpec, now: float) -> None:
-        """Score ``recent`` against ``reference`` (the score stays None while a window is too small)."""
-        self.score = drift_score(recent, reference)
+    def update(self, recent_buckets: Sequence[Sketch], reference: Sketch, spec: SketchSpec, now: float) -> None:
+        """Score the recent window's buckets (newest first) against ``reference``: the scan score
+        (:func:`~learner.drift.scan_score`) for the alarms, the whole window for the per-field scores. The score
+        stays None while a window is too small."""
+        self.score = scan_score(recent_buckets, reference)
         if self.score is not None:
             self.metrics.drift_score.set(self.score)
             self._update_alarm(self.score, now)
-        self._update_fields(recent, reference, spec)
+        if recent_buckets:
+            self._update_fields(merge_all(recent_buckets), reference, spec)
+        else:
+            self.fields = []
 
     def _update_alarm(self, score: float, now: float) -> None:
         """Feed the score to the calibrated alarms; count and log each alarm as it rises."""

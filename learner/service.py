@@ -328,7 +328,7 @@ class LearnerService:
 
     def _update_drift(self) -> None:
         try:
-            recent = self.store.read_range(self.stream, 0, self.config.drift_recent)
+            recent = self.store.read_buckets(self.stream, 0, self.config.drift_recent)  # newest first: the scan
             reference = self.store.read_range(self.stream, self.config.drift_recent,
                                               self.config.drift_recent + self.config.drift_reference)
             updated = self.store.last_updated(self.stream)

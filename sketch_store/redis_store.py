@@ -55,7 +55,7 @@ from sketch_store.errors import SketchgenError, SpecError, SpecMismatchError
 from sketch_store.redis_keys import StreamKeys
 from sketch_store.redis_scripts import CLAIM, CREATE, DROP, FLUSH, READ_BUCKETS, READ_CLAIMS, READ_PARTS
 from sketch_store.replication import CLUSTER_IN_FAILOVER, ReplicaWaiter, check_durability
-from sketch_store.sketch import Sketch
+from sketch_store.sketch import Sketch, merge_all
 from sketch_store.spec import SketchSpec
 
 log = logging.getLogger(__name__)
@@ -634,20 +634,25 @@ class SketchStore:
         minutes before it (the drift monitor compares the two). A bucket straddling the far edge
         counts in full.
         """
+        buckets = self.read_buckets(name, newer_than, older_than, now)
+        return merge_all(buckets) if buckets else Sketch.empty(self.get_spec(name))
+
+    def read_buckets(self, name: str, newer_than: float, older_than: float,
+                     now: float | None = None) -> list[Sketch]:
+        """The buckets :meth:`read_range` merges, one sketch each, newest first (read atomically).
+
+        The drift monitor scans the recent window from its newest bucket back (docs/design.md §1, "Drift").
+        """
         if not 0 <= newer_than < older_than:
             raise SketchgenError(f"need 0 <= newer_than < older_than, got {newer_than}, {older_than}")
         now = time.time() if now is None else now
         level = self._level_for(name, older_than)
         res = self.bucket_config_cached(name).resolution(level)
-        spec = self.get_spec(name)
-        total = np.zeros(2 * spec.m)
-        count = 0
-        for start, vec, c in self._buckets(name, level, now - older_than - res + 1):
-            if newer_than > 0 and start > now - newer_than - res:
-                continue
-            total += vec
-            count += c
-        return Sketch(total, count, spec.fingerprint)
+        fingerprint = self.get_spec(name).fingerprint
+        kept = [(start, vec, c) for start, vec, c in self._buckets(name, level, now - older_than - res + 1)
+                if not (newer_than > 0 and start > now - newer_than - res)]
+        kept.sort(key=lambda b: b[0], reverse=True)
+        return [Sketch(vec, c, fingerprint) for _, vec, c in kept]
 
     def read_decayed(self, name: str, halflife: float, now: float | None = None) -> Sketch:
         """Exponentially decayed sketch: bucket b weighs ``2^(−age_b / H)``, age at the bucket's middle.

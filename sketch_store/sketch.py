@@ -20,8 +20,10 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +111,13 @@ class Sketch:
         """
         pooled = self.merge(other).mean()
         return float((1.0 - np.sum(pooled**2)) * (1.0 / self.count + 1.0 / other.count))
+
+
+def merge_all(sketches: Sequence[Sketch]) -> Sketch:
+    """One sketch of disjoint record sets (:meth:`Sketch.merge` over all of them); at least one is needed."""
+    if not sketches:
+        raise SpecError("nothing to merge: no sketches given")
+    return functools.reduce(Sketch.merge, sketches)
 
 
 def sketch_to_bytes(spec: SketchSpec, sketch: Sketch) -> bytes:
