@@ -1,0 +1,40 @@
+"""Helpers for the HTTP authentication tests: a GET with an optional bearer token, and token files."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+from pathlib import Path
+
+
+def request(port: int, path: str, token: str | None = None, headers: dict[str, str] | None = None,
+            timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lower-case names, body) of a GET on 127.0.0.1:``port``, the path sent as is."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        conn.request("GET", path, headers=sent)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def swap_secret(volume: Path, text: str) -> None:
+    """Write ``volume``/token the way the kubelet updates a Secret volume: a new timestamped directory, then an
+    atomic rename of the ``..data`` symlink onto it (``token`` itself is a symlink through ``..data``)."""
+    versions = sorted(volume.glob("..20*"))
+    new = volume / f"..20{time.time_ns()}"
+    new.mkdir()
+    (new / "token").write_text(text)
+    tmp = volume / "..data_tmp"
+    tmp.symlink_to(new.name)
+    os.replace(tmp, volume / "..data")
+    if not (volume / "token").is_symlink():
+        (volume / "token").symlink_to("..data/token")
+    for old in versions:
+        (old / "token").unlink()
+        old.rmdir()
