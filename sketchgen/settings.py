@@ -11,6 +11,11 @@ replaces the URL's; it is never a flag value (it would show in ``ps``).
 
 Every sub-command accepts all of these (:func:`add_connection_args`); one that does not use Kafka or
 Redis ignores the corresponding settings and never reads or validates them.
+
+The HTTP servers of ``learn`` and ``ingest`` take bearer tokens (:func:`add_http_auth_args`):
+``--api-token-file PATH``, else the file named by ``SKETCHGEN_API_TOKEN_FILE``, guards the data
+endpoints; ``--metrics-token-file PATH``, else ``SKETCHGEN_METRICS_TOKEN_FILE``, guards ``/metrics``
+(open without one). Tokens are never flag values (docs/deploy.md, "API tokens").
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ingest.kafka_security import (
     PROTOCOLS,
     KafkaSecurity,
 )
+from service_http.auth import HttpAuth
 from sketch_store.errors import SketchgenError
 from sketch_store.replication import DURABILITY_MODES, check_durability
 
@@ -40,6 +46,8 @@ ENV_REDIS_DURABILITY = "SKETCHGEN_REDIS_DURABILITY"
 DEFAULT_REDIS_DURABILITY = "claims"
 #: The environment variables that carry Redis credentials (dropped for children talking to another Redis).
 REDIS_SECRET_ENV = (ENV_REDIS_PASSWORD, ENV_REDIS_PASSWORD_FILE)
+ENV_API_TOKEN_FILE = "SKETCHGEN_API_TOKEN_FILE"
+ENV_METRICS_TOKEN_FILE = "SKETCHGEN_METRICS_TOKEN_FILE"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,3 +167,35 @@ class RefusePassword(argparse.Action):
         service = "redis" if option_string and option_string.startswith("--redis") else "kafka"
         parser.error(f"--{service}-password is not accepted (it would show in `ps`): set "
                      f"SKETCHGEN_{service.upper()}_PASSWORD or give a file with --{service}-password-file")
+
+
+def add_http_auth_args(parser: argparse.ArgumentParser) -> None:
+    """``--api-token-file`` and ``--metrics-token-file`` of a command that serves HTTP; a token as a flag value
+    (``--api-token VALUE``, ``--metrics-token VALUE``) is refused."""
+    group = parser.add_argument_group("HTTP authentication (docs/deploy.md, \"API tokens\")")
+    group.add_argument("--api-token-file", metavar="PATH",
+                       help=f"file of bearer tokens, one a line, re-read when it changes: the data endpoints answer "
+                            f"401 without one (env {ENV_API_TOKEN_FILE}; default: open)")
+    group.add_argument("--metrics-token-file", metavar="PATH",
+                       help=f"file of bearer tokens for /metrics alone (env {ENV_METRICS_TOKEN_FILE}; default: "
+                            f"/metrics open)")
+    for flag in ("--api-token", "--metrics-token"):
+        group.add_argument(flag, nargs="?", action=RefuseToken, help=argparse.SUPPRESS)
+
+
+def resolve_http_auth(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> HttpAuth:
+    """The token sets of :func:`add_http_auth_args`' flags, else the environment; the files are read now, so a
+    missing or empty one fails at start (:class:`~service_http.auth.TokenConfigError`)."""
+    env = os.environ if env is None else env
+    return HttpAuth.from_files(getattr(args, "api_token_file", None) or env.get(ENV_API_TOKEN_FILE),
+                               getattr(args, "metrics_token_file", None) or env.get(ENV_METRICS_TOKEN_FILE))
+
+
+class RefuseToken(argparse.Action):
+    """``--api-token VALUE`` / ``--metrics-token VALUE`` is refused without echoing the value (it would show in
+    ``ps``); declared so that argparse does not take it as an abbreviation of ``--…-token-file``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is not accepted (it would show in `ps`): give a file of tokens with "
+                     f"{option_string}-file")

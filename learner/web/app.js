@@ -1,6 +1,7 @@
 // sketchgen live page: polls /history and /density and draws on canvases. Hand-written, no libraries.
 // Test hooks: the canvases carry data-points / data-total / data-cells, <body> data-refreshes,
-// data-density-refreshes and data-error, so a driver can read what was drawn from the DOM.
+// data-density-refreshes, data-error and data-auth ("needed" / "refused" after a 401), so a driver can read
+// what was drawn from the DOM.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -26,8 +27,38 @@ function setError(message) {
   document.body.dataset.error = message;
 }
 
+// ---- API token -------------------------------------------------------------------------------
+// A learner started with --api-token-file answers its data endpoints only with "Authorization: Bearer TOKEN".
+// The page is opened as http://HOST:PORT/#token=TOKEN: the fragment never reaches the server (nor its logs);
+// the token is kept in sessionStorage (this tab only), stripped from the address bar, and sent on every fetch.
+const TOKEN_KEY = "sketchgen-api-token";
+
+function takeTokenFromFragment() {
+  const frag = new URLSearchParams(location.hash.slice(1));
+  const token = frag.get("token");
+  if (token === null) return;
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  frag.delete("token");
+  const rest = frag.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+}
+
+class AuthError extends Error {}
+
+function authMessage(refused) {
+  const where = `${location.origin}${location.pathname}${location.search}#token=…`;
+  return refused ? `the token was refused by this learner: open ${where} with a valid token`
+    : `this learner needs a token: open ${where}`;
+}
+
 async function getJSON(path) {
-  const resp = await fetch(path, { cache: "no-store" });
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const resp = await fetch(path, { cache: "no-store", headers });
+  if (resp.status === 401) {
+    document.body.dataset.auth = token ? "refused" : "needed";
+    throw new AuthError(authMessage(Boolean(token)));
+  }
   const body = await resp.json();
   if (!resp.ok) throw new Error(`${path}: ${body.error || resp.status}`);
   return body;
@@ -332,8 +363,9 @@ async function tick() {
     await refreshHistory();
     if ((state.refreshes - 1) % DENSITY_EVERY === 0) await refreshDensity();
     setError("");
+    document.body.dataset.auth = "";
   } catch (err) {
-    setError(`cannot refresh: ${err.message}`);
+    setError(err instanceof AuthError ? err.message : `cannot refresh: ${err.message}`);
   }
   setTimeout(tick, REFRESH_MS);
 }
@@ -346,4 +378,6 @@ function onSelect() {
 
 for (const id of ["sel-x", "sel-y", "sel-n"]) $(id).addEventListener("change", onSelect);
 window.addEventListener("resize", () => drawHistory());
+window.addEventListener("hashchange", takeTokenFromFragment);
+takeTokenFromFragment();
 tick();
