@@ -18,9 +18,11 @@ corr(x0, x1) 0.5 → −0.5, marginals unchanged), ``new_mode`` (5 % of records 
 shares 0.4/0.3/0.2/0.1 → 0.3/0.3/0.2/0.2). Stationary laws: ``gaussian``, ``mixture`` (3 clusters), ``student_t``
 (ν = 3) and ``typed``.
 
-**Detectors** (``DETECTORS``): ``ours`` — :func:`learner.drift.drift_score` of the last ``--recent`` s of buckets
-against the ``--reference`` s before (service defaults 60 s / 600 s); ``newma`` — :class:`Newma`; ``exact_mmd`` —
-the sliding-window exact-MMD detector of :mod:`bench.drift` (subsampled windows, Gaussian kernel mixture);
+**Detectors** (``DETECTORS``): ``ours`` — the learner's score, :func:`learner.drift.scan_score` of the last
+``--recent`` s of buckets (its newest 1, 2, 4, … buckets and all of them) against the ``--reference`` s before
+(service defaults 60 s / 600 s); ``ours_window`` — the same without the scan (the whole recent window only);
+``newma`` — :class:`Newma`; ``exact_mmd`` — the sliding-window exact-MMD detector of :mod:`bench.drift`
+(subsampled windows, Gaussian kernel mixture);
 ``ks_chi2`` — per-column tests as Evidently runs them: KS per numeric column, χ² per categorical column of the
 recent vs reference raw windows (subsampled), score ``−log10(min p)``, alarm at ``p < α/d`` (Bonferroni).
 The raw-data detectors are evaluated every ``--raw-every`` buckets (default 6: once per recent window) and hold
@@ -66,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench._report import DOCS, markdown_table, write_report  # noqa: E402
 from bench.drift import WindowedDetectors, rising_edges  # noqa: E402
-from learner.drift import drift_score  # noqa: E402
+from learner.drift import drift_score, scan_score  # noqa: E402
 from learner.evaluation import BANDWIDTH_FACTORS  # noqa: E402
 from sketch_store.features import FeatureMap  # noqa: E402
 from sketch_store.pilot import spec_from_pilot, typed_spec_from_pilot  # noqa: E402
@@ -286,7 +288,9 @@ class Detector(Protocol):
 
 
 class Ours:
-    """``drift_score(recent, reference)`` = ``‖z_r − z_ref‖² / ((1 − ‖z‖²)(1/n_r + 1/n_ref))`` on bucket windows."""
+    """The learner's score: :func:`learner.drift.scan_score` of the recent window's buckets (newest first) against
+    the reference window — ``max`` over the newest 1, 2, 4, … buckets and the whole window of
+    ``‖z_r − z_ref‖² / ((1 − ‖z‖²)(1/n_r + 1/n_ref))``."""
 
     name = "ours"
 
@@ -300,12 +304,26 @@ class Ours:
             return math.nan
         buckets = list(self.sums)
         ref, recent = buckets[: self.cfg.n_reference], buckets[self.cfg.n_reference :]
-        score = drift_score(self._sketch(recent), self._sketch(ref))
+        score = self.score(recent, self._sketch(ref))
         return math.nan if score is None else score
+
+    def score(self, recent: list[tuple[np.ndarray, int]], reference: Sketch) -> float | None:
+        """The scan over ``recent`` (oldest first, as kept)."""
+        return scan_score([Sketch(t, c, self.fp) for t, c in reversed(recent)], reference)
 
     def _sketch(self, buckets: list[tuple[np.ndarray, int]]) -> Sketch:
         """The merged sketch of ``buckets`` (what the store's window read returns)."""
         return Sketch(np.sum([t for t, _ in buckets], axis=0), sum(c for _, c in buckets), self.fp)
+
+
+class OursWindow(Ours):
+    """Ablation: :func:`learner.drift.drift_score` of the whole recent window only (the learner's score before
+    the scan)."""
+
+    name = "ours_window"
+
+    def score(self, recent: list[tuple[np.ndarray, int]], reference: Sketch) -> float | None:
+        return drift_score(self._sketch(recent), reference)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -476,7 +494,7 @@ class ColumnTests(RawWindows):
         return float(-np.log10(max(min(pvals), 1e-300)))
 
 
-DETECTORS: tuple[type, ...] = (Ours, Newma, ExactMMD, ColumnTests)
+DETECTORS: tuple[type, ...] = (Ours, OursWindow, Newma, ExactMMD, ColumnTests)
 
 # -- simulation --------------------------------------------------------------------------------------------------
 
@@ -613,7 +631,7 @@ def curves_for_rate(names: Sequence[str], datasets: Sequence[str], kinds: Sequen
     """Per detector: threshold grid, false alarms/day per dataset, delay/miss curves per kind, operating index."""
     per_det = {}
     for name in names:
-        extra = [5.0] if name == "ours" else []
+        extra = [5.0] if name.startswith("ours") else []
         grid = threshold_grid([stat[ds][name] for ds in datasets], extra)
         fa = np.stack([false_alarms_per_day(stat[ds][name], grid, cfg.bucket) for ds in datasets])
         curves = {}

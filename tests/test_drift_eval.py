@@ -65,7 +65,7 @@ def test_evaluate_end_to_end() -> None:
     result = de.evaluate([50.0], ["gaussian", "typed"], ["mean_all", "category"], days=0.01, trials=2, cfg=TINY,
                          warmup=30.0, horizon=120.0)
     per_det = result["rates"]["50"]
-    assert set(per_det) == {"ours", "newma", "exact_mmd", "ks_chi2"}
+    assert set(per_det) == {"ours", "ours_window", "newma", "exact_mmd", "ks_chi2"}
     for r in per_det.values():
         assert set(r["false_alarms_per_day"]) == {"gaussian", "typed"}
         assert len(r["changes"]["category"]["miss_rate"]) == len(r["thresholds"])
