@@ -1,4 +1,4 @@
-"""The ingest worker's HTTP endpoints, on ``--metrics-port``.
+"""The ingest worker's HTTP endpoints, on ``--metrics-port`` (:mod:`service_http`: FastAPI on uvicorn).
 
 | path | answer |
 |---|---|
@@ -8,60 +8,69 @@ when it has not completed an iteration for ``--stall-timeout`` seconds (wedged) 
 | ``/readyz`` | 200 ``{"ready": true, "partitions": P, "owned": […], "assigned": […]}`` when Redis, the stream \
 and Kafka are reachable and the worker is a member holding its share of partitions; 503 with ``reason`` \
 otherwise (see :mod:`ingest.health`) |
+| ``/openapi.json`` | the OpenAPI document, checked in as ``docs/openapi/ingest.json`` |
+
+Every error is JSON ``{"error": "…"}`` (404 unknown path, 405, 500 logged once, 503 with
+``Retry-After`` when too many requests are in flight: :mod:`service_http.limits`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+from collections.abc import Sequence
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from starlette.middleware import Middleware
 
 from ingest.health import WorkerHealth
+from service_http import HttpServer, Probes, create_app
 
 log = logging.getLogger(__name__)
 
-
-def make_handler(registry: CollectorRegistry, health: WorkerHealth) -> type[BaseHTTPRequestHandler]:
-    """A request handler class serving ``registry`` and ``health``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("%s %s", self.address_string(), format % args)
-
-        def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, data: object) -> None:
-            self._send(code, json.dumps(data).encode())
-
-        def do_GET(self) -> None:
-            path = urlparse(self.path).path
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                alive, body = health.liveness()
-                self._json(200 if alive else 503, body)
-            elif path == "/readyz":
-                ready, body = health.readiness()
-                self._json(200 if ready else 503, body)
-            else:
-                self._json(404, {"error": f"no such endpoint {path}"})
-
-    return Handler
+_PARTITIONS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+LIVENESS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "loop_idle_seconds": {"type": "number", "minimum": 0},
+                   "reason": {"type": "string"}},
+    "required": ["ok", "loop_idle_seconds"],
+}
+READINESS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ready": {"type": "boolean"}, "partitions": {"type": "integer", "minimum": 0},
+                   "owned": _PARTITIONS, "assigned": _PARTITIONS,
+                   "reason": {"type": "string", "description": "the first failing check (when not ready)"}},
+    "required": ["ready", "partitions", "owned", "assigned"],
+}
 
 
-def serve(registry: CollectorRegistry, health: WorkerHealth, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+def make_app(registry: CollectorRegistry, health: WorkerHealth | None,
+             middleware: Sequence[Middleware] = ()) -> FastAPI:
+    """The worker's app serving ``registry`` and ``health`` (None: an app that only documents itself)."""
+
+    def liveness() -> tuple[bool, dict[str, object]]:
+        assert health is not None
+        return health.liveness()
+
+    def readiness() -> tuple[bool, dict[str, object]]:
+        assert health is not None
+        return health.readiness()
+
+    probes = Probes(
+        liveness, readiness, LIVENESS_SCHEMA, READINESS_SCHEMA,
+        liveness_help="200 while the consume loop turns; 503 with `reason` when it has not completed an "
+                      "iteration for `--stall-timeout` seconds (wedged: restart it).",
+        readiness_help="200 when Redis, the stream and Kafka are reachable and the worker is a member holding "
+                       "its share of partitions; 503 with the first failing check as `reason` otherwise.",
+    )
+    return create_app(title="sketchgen ingest worker", registry=registry, probes=probes, logger=log,
+                      middleware=middleware,
+                      description="Probes and metrics of a Kafka → Redis ingest worker (docs/ingest.md, \"Health\").")
+
+
+def serve(registry: CollectorRegistry, health: WorkerHealth, port: int, host: str = "0.0.0.0") -> HttpServer:
     """Start the HTTP server on a daemon thread; returns it (``shutdown()`` then ``server_close()`` to stop)."""
-    server = ThreadingHTTPServer((host, port), make_handler(registry, health))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="sketchgen-ingest-http", daemon=True).start()
-    log.info("ingest HTTP on http://%s:%d (/metrics /healthz /readyz)", host, server.server_port)
+    server = HttpServer(make_app(registry, health), host, port, name="sketchgen-ingest-http")
+    log.info("ingest HTTP on http://%s:%d (/metrics /healthz /readyz /openapi.json)", host, server.server_port)
     return server
