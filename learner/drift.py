@@ -61,16 +61,37 @@ def scan_lengths(n: int) -> list[int]:
     return [*lengths, n] if n > 0 else []
 
 
+def _window_sums(buckets: Sequence[Sketch], lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Feature sums (one row per length) and counts of the newest ``L`` buckets, for each ``L`` in ``lengths``."""
+    totals = np.empty((len(lengths), buckets[0].total.shape[0]))
+    counts = np.empty(len(lengths))
+    running, count, row = np.zeros(buckets[0].total.shape[0]), 0.0, 0
+    for i, bucket in enumerate(buckets[: lengths[-1]]):
+        running += bucket.total
+        count += bucket.count
+        if i + 1 == lengths[row]:
+            totals[row], counts[row], row = running, count, row + 1
+    return totals, counts
+
+
 def scan_score(recent_buckets: Sequence[Sketch], reference: Sketch) -> float | None:
     """``max_L drift_score(newest L buckets, reference)`` over :func:`scan_lengths`; None if no window scores.
 
     ``recent_buckets`` are the recent window's buckets, newest first (:meth:`SketchStore.read_buckets`).
     A window with fewer than :data:`MIN_RECORDS` records does not score; the null level of each is its own,
-    so every term is about 1 under no change (docs/design.md §1, "Drift").
+    so every term is about 1 under no change (docs/design.md §1, "Drift"). Each term is exactly
+    :func:`drift_score` of that window, computed for all windows at once.
     """
-    totals = np.cumsum([b.total for b in recent_buckets], axis=0) if recent_buckets else []
-    counts = np.cumsum([b.count for b in recent_buckets])
-    scores = [drift_score(Sketch(totals[n - 1], int(counts[n - 1]), reference.fingerprint), reference)
-              for n in scan_lengths(len(recent_buckets))]
-    scored = [s for s in scores if s is not None]
-    return max(scored) if scored else None
+    lengths = scan_lengths(len(recent_buckets))
+    if not lengths or reference.count < MIN_RECORDS:
+        return None
+    totals, counts = _window_sums(recent_buckets, lengths)
+    ok = counts >= MIN_RECORDS
+    if not ok.any():
+        return None
+    totals, counts = totals[ok], counts[ok]
+    distance = np.sum((totals / counts[:, None] - reference.mean()) ** 2, axis=1)
+    pooled = (totals + reference.total) / (counts + reference.count)[:, None]
+    null = (1.0 - np.sum(pooled**2, axis=1)) * (1.0 / counts + 1.0 / reference.count)
+    scored = null > 0
+    return float(np.max(distance[scored] / null[scored])) if scored.any() else None

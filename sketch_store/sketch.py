@@ -20,7 +20,6 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 from collections.abc import Sequence
@@ -117,7 +116,13 @@ def merge_all(sketches: Sequence[Sketch]) -> Sketch:
     """One sketch of disjoint record sets (:meth:`Sketch.merge` over all of them); at least one is needed."""
     if not sketches:
         raise SpecError("nothing to merge: no sketches given")
-    return functools.reduce(Sketch.merge, sketches)
+    first = sketches[0]
+    for other in sketches[1:]:
+        first._check_compatible(other)
+    bounds, count = first.bounds, first.count
+    for other in sketches[1:]:  # bounds of the union so far and the next part
+        bounds, count = merge_bounds(bounds, count, other.bounds, other.count), count + other.count
+    return Sketch(np.sum([s.total for s in sketches], axis=0), count, first.fingerprint, bounds)
 
 
 def sketch_to_bytes(spec: SketchSpec, sketch: Sketch) -> bytes:
