@@ -663,3 +663,28 @@ def test_the_image_build_copies_every_package_and_the_context_holds_them():
     included = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
     assert copied <= included, f"copied but excluded from the build context: {copied - included}"
     assert not {".venv", ".git", "tests"} & included
+
+
+def test_the_api_token_comes_from_its_secret_as_a_rotatable_file_and_metrics_stay_open(rendered):
+    """Both workloads read ``SKETCHGEN_API_TOKEN_FILE`` inside a whole-Secret mount (a ``subPath`` mount would never
+    see a rotation), from the required Secret ``sketchgen-api-token``; the monitors scrape ``/metrics`` unauthenticated
+    and no probe hits a guarded path."""
+    from service_http.auth import is_open_path
+
+    for kustomization in ("base", "overlays/dev", "overlays/prod"):
+        for name in ("sketchgen-learner", "sketchgen-ingest"):
+            spec = assets.pod_spec(assets.one(rendered[kustomization], "Deployment", name))
+            container = spec["containers"][0]
+            where = f"{kustomization}: {name}"
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            path = env["SKETCHGEN_API_TOKEN_FILE"]
+            mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+            assert "subPath" not in mount and mount.get("readOnly") is True, where
+            volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            secret = volume["secret"]
+            assert secret["secretName"] == "sketchgen-api-token" and not secret.get("optional"), where
+            assert {"key": "tokens", "path": path.rsplit("/", 1)[1]} in secret["items"], where
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                assert is_open_path(container[probe]["httpGet"]["path"]), (where, probe)
+    for endpoint in assets.one(rendered["monitoring"], "PodMonitor", "sketchgen")["spec"]["podMetricsEndpoints"]:
+        assert endpoint["path"] == "/metrics" and "authorization" not in endpoint
