@@ -26,6 +26,7 @@ from starlette.middleware import Middleware
 
 from ingest.health import WorkerHealth
 from service_http import HttpServer, Probes, create_app
+from service_http.auth import HttpAuth
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,13 @@ def make_app(registry: CollectorRegistry, health: WorkerHealth | None,
                       description="Probes and metrics of a Kafka → Redis ingest worker (docs/ingest.md, \"Health\").")
 
 
-def serve(registry: CollectorRegistry, health: WorkerHealth, port: int, host: str = "0.0.0.0") -> HttpServer:
-    """Start the HTTP server on a daemon thread; returns it (``shutdown()`` then ``server_close()`` to stop)."""
-    server = HttpServer(make_app(registry, health), host, port, name="sketchgen-ingest-http")
+def serve(registry: CollectorRegistry, health: WorkerHealth, port: int, host: str = "0.0.0.0", *,
+          auth: HttpAuth | None = None) -> HttpServer:
+    """Start the HTTP server on a daemon thread; returns it (``shutdown()`` then ``server_close()`` to stop).
+
+    ``auth``: bearer tokens for ``/metrics`` and any endpoint but the probes (:mod:`service_http.auth`); None: open.
+    """
+    middleware = auth.middleware() if auth is not None else []
+    server = HttpServer(make_app(registry, health, middleware), host, port, name="sketchgen-ingest-http")
     log.info("ingest HTTP on http://%s:%d (/metrics /healthz /readyz /openapi.json)", host, server.server_port)
     return server

@@ -42,6 +42,8 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.middleware import Middleware
+
 from sketch_store.errors import SketchgenError
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,10 @@ class HttpAuth:
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """``app`` behind :class:`BearerAuth`, or ``app`` itself when no token set is configured."""
         return BearerAuth(app, self) if self.enabled else app
+
+    def middleware(self) -> list[Middleware]:
+        """:class:`BearerAuth` for :func:`service_http.app.create_app`'s ``middleware`` hook ([] when open)."""
+        return [Middleware(BearerAuth, auth=self)] if self.enabled else []
 
 
 def is_open_path(path: str) -> bool:
