@@ -7,7 +7,8 @@ The learner reports the *scan* of that score over the recent window (:func:`scan
 score of its newest 1, 2, 4, … buckets and of the whole window against the same reference. After a change
 ``k`` buckets ago, the window of the newest ``k`` buckets holds only changed records, so its score grows
 like ``k`` where the full window's (a share ``k/w`` of changed records) grows like ``k²/w``: a sudden change
-is seen within a bucket or two, a small persistent one still by the full window.
+is seen within a bucket or two, a small persistent one still by the full window. :func:`scan` also names the
+window that scored highest, on which the learner ranks the fields (:mod:`learner.drift_fields`).
 
 Example
 -------
@@ -27,6 +28,8 @@ True
 [1, 2, 4, 6]
 >>> bool(scan_score(buckets, reference) > 3 * drift_score(merge_all(buckets), reference))
 True
+>>> scan(buckets, reference)[1]  # the window that scored highest: the newest bucket alone
+1
 """
 
 from __future__ import annotations
@@ -75,7 +78,14 @@ def _window_sums(buckets: Sequence[Sketch], lengths: list[int]) -> tuple[np.ndar
 
 
 def scan_score(recent_buckets: Sequence[Sketch], reference: Sketch) -> float | None:
-    """``max_L drift_score(newest L buckets, reference)`` over :func:`scan_lengths`; None if no window scores.
+    """``max_L drift_score(newest L buckets, reference)`` over :func:`scan_lengths`; None if no window scores."""
+    found = scan(recent_buckets, reference)
+    return None if found is None else found[0]
+
+
+def scan(recent_buckets: Sequence[Sketch], reference: Sketch) -> tuple[float, int] | None:
+    """``(max_L drift_score(newest L buckets, reference), the L that attains it)`` over :func:`scan_lengths`;
+    None if no window scores.
 
     ``recent_buckets`` are the recent window's buckets, newest first (:meth:`SketchStore.read_buckets`).
     A window with fewer than :data:`MIN_RECORDS` records does not score; the null level of each is its own,
@@ -89,9 +99,12 @@ def scan_score(recent_buckets: Sequence[Sketch], reference: Sketch) -> float | N
     ok = counts >= MIN_RECORDS
     if not ok.any():
         return None
-    totals, counts = totals[ok], counts[ok]
     distance = np.sum((totals / counts[:, None] - reference.mean()) ** 2, axis=1)
     pooled = (totals + reference.total) / (counts + reference.count)[:, None]
     null = (1.0 - np.sum(pooled**2, axis=1)) * (1.0 / counts + 1.0 / reference.count)
-    scored = null > 0
-    return float(np.max(distance[scored] / null[scored])) if scored.any() else None
+    scored = ok & (null > 0)
+    if not scored.any():
+        return None
+    scores = np.where(scored, distance / np.where(scored, null, 1.0), -np.inf)
+    best = int(np.argmax(scores))
+    return float(scores[best]), lengths[best]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from learner.drift import scan_score
+from learner.drift import scan
 from learner.drift_alarm import AlarmState, DriftAlarm
 from learner.drift_fields import FieldScore, field_scores
 from learner.metrics import LearnerMetrics
@@ -58,17 +58,17 @@ class DriftMonitor:
         return self.alarm.threshold
 
     def update(self, recent_buckets: Sequence[Sketch], reference: Sketch, spec: SketchSpec, now: float) -> None:
-        """Score the recent window's buckets (newest first) against ``reference``: the scan score
-        (:func:`~learner.drift.scan_score`) for the alarms, the whole window for the per-field scores. The score
-        stays None while a window is too small."""
-        self.score = scan_score(recent_buckets, reference)
-        if self.score is not None:
-            self.metrics.drift_score.set(self.score)
-            self._update_alarm(self.score, now)
-        if recent_buckets:
-            self._update_fields(merge_all(recent_buckets), reference, spec)
-        else:
+        """Score the recent window's buckets (newest first) against ``reference``: the scan
+        (:func:`~learner.drift.scan`) for the alarms, and the per-field scores on the window that scored
+        highest (where the change shows most). The score stays None while every window is too small."""
+        found = scan(recent_buckets, reference)
+        self.score = None if found is None else found[0]
+        if found is None:
             self.fields = []
+            return
+        self.metrics.drift_score.set(found[0])
+        self._update_alarm(found[0], now)
+        self._update_fields(merge_all(recent_buckets[: found[1]]), reference, spec)
 
     def _update_alarm(self, score: float, now: float) -> None:
         """Feed the score to the calibrated alarms; count and log each alarm as it rises."""
