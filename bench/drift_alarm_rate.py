@@ -1,15 +1,16 @@
 """The learner's drift alarms at their default setting: false alarms per day on stationary streams, and delays.
 
 The drift score per 10 s bucket comes from :mod:`bench.drift_eval`'s simulation (the ``ours`` detector: the
-last 60 s against the 600 s before, exactly the store's windows) on its stationary laws (gaussian, mixture,
-student_t, typed) at several record rates. Each score is fed, with its time, to
+last 60 s, scanned from its newest bucket back, against the 600 s before, exactly the store's windows) on its
+stationary laws (gaussian, mixture, student_t, typed) at several record rates. Each score is fed, with its time, to
 :class:`learner.drift_alarm.DriftAlarm` as the learner does, and the alarms are counted per detector
 (threshold, CUSUM) as rising edges. The configured rate ``F`` (default 1 a day, the learner's default) is the
 target; a second setting (``--second-rate``, 10 a day) shows that the alarms follow it.
 
 Delays: an alarm calibrated on the first simulated day of a stationary stream of the change's base law is
 copied into each trial of :data:`bench.drift_eval.CHANGES` (same rates, seeded), and the first alarm after
-the change is its detection (missed if none within ``--horizon``).
+the change is its detection (missed if none within ``--horizon``); the field ranked first there is read on the
+window the scan found highest, as the learner ranks them.
 
 Run: ``nice -n 19 .venv/bin/python bench/drift_alarm_rate.py [--days 7] [--trials 20] [--rates 10,100,1000]``
 Output: docs/bench/drift_alarm_rate.md and .json.
@@ -32,8 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench import drift_eval as de  # noqa: E402
 from bench._report import DOCS, markdown_table, write_report  # noqa: E402
+from learner.drift import scan  # noqa: E402
 from learner.drift_alarm import DriftAlarm  # noqa: E402
 from learner.drift_fields import field_scores  # noqa: E402
+from sketch_store.sketch import Sketch, merge_all  # noqa: E402
 
 DETECTORS = ("threshold", "cusum")
 #: The field each single-field change moves (a category change moves the typed stream's ``cat``).
@@ -59,8 +62,10 @@ class OursTopField(de.Ours):
         top = None
         if want_score and np.isfinite(score):
             buckets = list(self.sums)
-            ref, recent = buckets[: self.cfg.n_reference], buckets[self.cfg.n_reference :]
-            ranked = field_scores(self._sketch(recent), self._sketch(ref), self.spec)
+            ref, recent = self._sketch(buckets[: self.cfg.n_reference]), buckets[self.cfg.n_reference :]
+            newest_first = [Sketch(t, c, self.fp) for t, c in reversed(recent)]
+            _, length = scan(newest_first, ref)  # ranked on the window the scan found highest, as the learner does
+            ranked = field_scores(merge_all(newest_first[:length]), ref, self.spec)
             top = ranked[0].name if ranked else None
         OursTopField.tops.append(top)
         return score
