@@ -34,7 +34,6 @@ import os
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +49,7 @@ from bench._quality_metrics import mmd_ratio, standardise  # noqa: E402
 from bench._report import DOCS, machine, markdown_table, write_report  # noqa: E402
 from bench.tabular import cli  # noqa: E402
 from bench.tabular_stream import learner_steps, spawn, stop, wait_for_count  # noqa: E402
+from sketchgen.client import LearnerClient, LearnerError  # noqa: E402
 from sketchgen.local_stack import LocalStack, free_port  # noqa: E402
 
 # bench.tabular pins one thread for its own subprocesses on import; give ours the user's environment back.
@@ -80,14 +80,15 @@ def stream_rows(sp: Splits, records: int, seed: int) -> np.ndarray:
 
 
 def fetch_samples(port: int, n: int) -> np.ndarray | None:
-    """``GET /sample?n=N`` from the learner as an (n, d) float array (null → NaN); None if it has no answer."""
+    """``GET /sample?n=N`` from the learner as an (n, d) float array (null → NaN); None if it has no answer.
+
+    A 429 is retried after its ``Retry-After`` (:class:`~sketchgen.client.LearnerClient`'s default bound).
+    """
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sample?n={n}", timeout=SAMPLE_TIMEOUT) as resp:
-            body = json.load(resp)
-    except OSError as exc:
+        return LearnerClient(f"http://127.0.0.1:{port}", timeout=SAMPLE_TIMEOUT).sample(n)
+    except LearnerError as exc:
         log.warning("/sample?n=%d failed: %s", n, exc)
         return None
-    return np.asarray(body["samples"], dtype=np.float64)
 
 
 def timeline(port: int, t0: float, points: list[float], n: int, work: Path) -> list[dict]:

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from bench._tabular_data import DEFAULT_TABLES, TABLES  # noqa: E402
 from bench.tabular import cli, out_of_range_share, prepare, run_ours, score  # noqa: E402
 from sketch_store.schema import Schema  # noqa: E402
+from sketchgen.client import LearnerClient, LearnerError  # noqa: E402
 from sketchgen.local_stack import LocalStack, free_port  # noqa: E402
 
 log = logging.getLogger("bench.tabular_stream")
@@ -87,11 +87,9 @@ def wait_for_count(name: str, want: int, worker: subprocess.Popen) -> float:
 def learner_steps(port: int) -> int | None:
     """The learner's trained steps from its ``/status`` (None if it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
-            status = json.load(resp)
-    except OSError:
+        steps = LearnerClient(f"http://127.0.0.1:{port}", timeout=5).status().get("steps")
+    except LearnerError:
         return None
-    steps = status.get("steps")
     return int(steps) if isinstance(steps, int) else None
 
 

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from sketch_store.errors import SketchgenError
 from sketch_store.pilot import spec_from_pilot
 from sketch_store.redis_connect import connect, redact_url
 from sketch_store.redis_store import SketchStore
+from sketchgen.client import LearnerClient, LearnerError
 from sketchgen.datasets import DATASETS, make_dataset
 from sketchgen.local_stack import LocalStack
 from sketchgen.plotting import plot_histograms
@@ -74,19 +74,20 @@ def _produce(bootstrap: str, topic: str, dataset: str, rate: float, stop: thread
         producer.close(timeout=5)
 
 
-def _status(port: int) -> dict[str, object]:
+def _status(learner: LearnerClient) -> dict[str, object]:
+    """The learner's ``/status``; empty while it does not answer (starting up)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as resp:
-            return json.loads(resp.read())
-    except OSError:
+        return learner.status()
+    except LearnerError:
         return {}
 
 
-def _samples(port: int, n: int) -> np.ndarray | None:
+def _samples(learner: LearnerClient, n: int) -> np.ndarray | None:
+    """``n`` samples from the learner; None (logged) if it has none to give."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sample?n={n}", timeout=30) as resp:
-            return np.array(json.loads(resp.read())["samples"])
-    except OSError:
+        return learner.sample(n)
+    except LearnerError as exc:
+        log.warning("no samples for the plot: %s", exc)
         return None
 
 
@@ -96,6 +97,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     name, topic = f"demo-{args.dataset}", f"demo-{args.dataset}"
     base = f"http://127.0.0.1:{args.port}"
+    learner = LearnerClient(base, timeout=30)
     print(f"sketchgen demo: open {base}/ to watch the generator learn (the live page; up in a few seconds)",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="sketchgen-demo-") as tmp, LocalStack(Path(tmp) / "stack") as stack:
@@ -127,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     if child.poll() is not None:
                         log_text = (Path(tmp) / f"{label}.log").read_text(errors="replace")[-2000:]
                         raise SketchgenError(f"the {label} process exited ({child.returncode}):\n{log_text}")
-                st = _status(args.port)
+                st = _status(learner)
                 loss, drift = st.get("loss"), st.get("drift_score")
                 print(f"  {time.monotonic() - start:5.0f}s  records {store.total_count(name):>9,}  "
                       f"loss {'(first round)' if loss is None else f'{loss:.2e}'}  "
@@ -135,7 +137,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       flush=True)
                 if args.duration and time.monotonic() - start >= args.duration:
                     break
-            samples = _samples(args.port, 20_000)
+            samples = _samples(learner, 20_000)
             if samples is not None:
                 plot_histograms([("data", make_dataset(args.dataset, 20_000, seed=1)), ("generated", samples)],
                                 args.out)
