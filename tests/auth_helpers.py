@@ -10,15 +10,18 @@ from pathlib import Path
 
 def request(port: int, path: str, token: str | None = None, headers: dict[str, str] | None = None,
             timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers with lower-case names, body) of a GET on 127.0.0.1:``port``, the path sent as is."""
+    """(status, headers with lower-case names, body) of a GET on 127.0.0.1:``port``, the path sent as is;
+    (0, {}, b"") when nothing listens (yet)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
     try:
-        sent = dict(headers or {})
-        if token is not None:
-            sent["Authorization"] = f"Bearer {token}"
         conn.request("GET", path, headers=sent)
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    except ConnectionError:
+        return 0, {}, b""
     finally:
         conn.close()
 
