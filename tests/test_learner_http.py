@@ -43,7 +43,8 @@ def request(port: int, path: str, timeout: float = 60.0) -> tuple[int, dict[str,
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
+        # header names are case-insensitive (the server sends them in lower case): keyed here as Title-Case
+        return resp.status, {k.title(): v for k, v in resp.getheaders()}, resp.read()
     except (OSError, http.client.HTTPException):
         return 0, {}, b""
     finally:
