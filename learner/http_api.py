@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from prometheus_client import CollectorRegistry
 from starlette.middleware import Middleware
 from starlette.responses import Response
@@ -227,7 +227,8 @@ def _add_page_routes(app: FastAPI) -> None:
 
     @app.get("/static/{name}", response_class=Response, summary="A file of the live page", tags=["page"],
              responses=with_common({200: files, 404: error_body("no such file")}))
-    def static(name: str) -> Response:
+    def static(name: Annotated[str, Path(description="a file of the page", examples=["app.js", "style.css"])],
+               ) -> Response:
         return _asset(name)
 
 

@@ -111,8 +111,8 @@ def test_the_learner_serves_its_document_and_keeps_to_it(redis_server):
         assert served_document(port) == (DOCS / "learner.json").read_text()
         seen = fuzz(port)
         assert len(seen) == 10 and all(seen.values()), seen
-        for label in ("GET /sample", "GET /density"):
-            assert seen[label][200] and seen[label][400], (label, seen[label])
+        for label, refused in (("GET /sample", 400), ("GET /density", 400), ("GET /static/{name}", 404)):
+            assert seen[label][200] and seen[label][refused], (label, seen[label])
 
 
 def test_the_ingest_worker_serves_its_document_and_keeps_to_it(tmp_path: Path, kafka_server, redis_server):
