@@ -51,6 +51,7 @@ from learner.page import MAX_BINS, asset, category_bars, density_payload
 from learner.sampler import RETRY_AFTER_SECONDS, SAMPLING_NICE, Sampler, lower_this_threads_priority
 from learner.service import LearnerService, NoModelError
 from service_http import ApiError, HttpServer, Probes, create_app, json_response
+from service_http.auth import HttpAuth
 from service_http.limits import BlankQueryIsAbsent
 from service_http.openapi import error_body, json_body, with_common
 from sketch_store.errors import DataError
@@ -240,9 +241,15 @@ def _asset(name: str) -> Response:
     return Response(body, media_type=ctype)
 
 
-def serve(service: LearnerService, port: int, host: str = "0.0.0.0") -> HttpServer:
-    """Start the HTTP server on a daemon thread; returns it (``shutdown()`` then ``server_close()`` to stop)."""
-    server = HttpServer(make_app(service), host, port, name="sketchgen-http")
+def serve(service: LearnerService, port: int, host: str = "0.0.0.0", *,
+          auth: HttpAuth | None = None) -> HttpServer:
+    """Start the HTTP server on a daemon thread; returns it (``shutdown()`` then ``server_close()`` to stop).
+
+    ``auth``: bearer tokens for every endpoint but the probes, the page's files and ``/openapi.json``, and
+    ``/metrics`` with its own (:mod:`service_http.auth`, docs/learner.md "Authentication"); None: open.
+    """
+    middleware = auth.middleware() if auth is not None else []
+    server = HttpServer(make_app(service, middleware=middleware), host, port, name="sketchgen-http")
     log.info("learner HTTP on http://%s:%d (/ /history /density /metrics /healthz /readyz /sample /status "
              "/openapi.json)", host, server.server_port)
     return server
