@@ -40,11 +40,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
-
-from starlette.middleware import Middleware
+from typing import TYPE_CHECKING, Any
 
 from sketch_store.errors import SketchgenError
+
+if TYPE_CHECKING:
+    from starlette.middleware import Middleware
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ class HttpAuth:
 
     def middleware(self) -> list[Middleware]:
         """:class:`BearerAuth` for :func:`service_http.app.create_app`'s ``middleware`` hook ([] when open)."""
+        from starlette.middleware import Middleware  # here: the CLI reads this module, not every command serves
+
         return [Middleware(BearerAuth, auth=self)] if self.enabled else []
 
 
