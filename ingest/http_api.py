@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from starlette.middleware import Middleware
 
 from ingest.health import WorkerHealth
-from service_http import HttpServer, Probes, create_app
-from service_http.auth import HttpAuth
+
+if TYPE_CHECKING:  # FastAPI and uvicorn are imported when the worker serves, not by every CLI command
+    from fastapi import FastAPI
+    from starlette.middleware import Middleware
+
+    from service_http import HttpServer
+    from service_http.auth import HttpAuth
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ READINESS_SCHEMA: dict[str, Any] = {
 def make_app(registry: CollectorRegistry, health: WorkerHealth | None,
              middleware: Sequence[Middleware] = ()) -> FastAPI:
     """The worker's app serving ``registry`` and ``health`` (None: an app that only documents itself)."""
+    from service_http import Probes, create_app
 
     def liveness() -> tuple[bool, dict[str, object]]:
         assert health is not None
@@ -76,6 +80,8 @@ def serve(registry: CollectorRegistry, health: WorkerHealth, port: int, host: st
 
     ``auth``: bearer tokens for ``/metrics`` and any endpoint but the probes (:mod:`service_http.auth`); None: open.
     """
+    from service_http import HttpServer
+
     middleware = auth.middleware() if auth is not None else []
     server = HttpServer(make_app(registry, health, middleware), host, port, name="sketchgen-ingest-http")
     log.info("ingest HTTP on http://%s:%d (/metrics /healthz /readyz /openapi.json)", host, server.server_port)

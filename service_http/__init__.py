@@ -12,9 +12,25 @@ It imports neither ``ingest`` nor ``learner``: each builds its app with :func:`c
 routes, and starts it with :class:`HttpServer`. See docs/learner.md, "HTTP", and docs/ingest.md, "Health".
 """
 
-from service_http.app import Probes, create_app, json_response
-from service_http.errors import ApiError
-from service_http.limits import Limits
-from service_http.server import HttpServer, ServerBindError
+import importlib
+from typing import Any
 
-__all__ = ["ApiError", "HttpServer", "Limits", "Probes", "ServerBindError", "create_app", "json_response"]
+#: Public name → the module defining it; imported on first use, so that ``service_http.auth`` (which the
+#: CLI's settings read) does not pull FastAPI and uvicorn into commands that serve no HTTP.
+_EXPORTS = {
+    "ApiError": "service_http.errors",
+    "HttpServer": "service_http.server",
+    "Limits": "service_http.limits",
+    "Probes": "service_http.app",
+    "ServerBindError": "service_http.server",
+    "create_app": "service_http.app",
+    "json_response": "service_http.app",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'service_http' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
