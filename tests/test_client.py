@@ -97,8 +97,8 @@ def test_a_bad_n_raises_with_the_servers_message_and_no_model_is_a_503_of_its_ow
         client = LearnerClient(f"http://127.0.0.1:{port}")
         with pytest.raises(BadRequestError) as bad:
             client.sample(0)
-        assert bad.value.status == 400 and bad.value.error == "n must be between 1 and 100000, got 0"
-        assert "n must be between 1 and 100000, got 0" in str(bad.value)
+        assert bad.value.status == 400 and bad.value.error.startswith("n must be")  # the server's own words
+        assert "between 1 and 100000" in bad.value.error and bad.value.error in str(bad.value)
         with pytest.raises(BadRequestError, match="x and y must be two different coordinates"):
             client.density(x=1, y=1)
         with pytest.raises(NoModelYetError) as none:
