@@ -18,7 +18,9 @@ Errors: any answer other than 2xx raises :class:`LearnerError` (``.status``, ``.
 ``{"error": …}`` message). A 503 raises :class:`LearnerUnavailableError`, and :class:`NoModelYetError`
 when the replica has no model yet; a 400 :class:`BadRequestError`; a 401/403 :class:`AuthError`; a 429
 is retried after its ``Retry-After`` (plus up to 10 % jitter, so clients turned away together do not
-all come back together) up to ``max_retries`` times, then raises :class:`BusyError`. Nothing listening
+all come back together) up to ``max_retries`` times, then raises :class:`BusyError`; so is a 503 that carries
+``Retry-After`` (the server's bound on requests in flight: overloaded), then :class:`LearnerUnavailableError`
+(a 503 without it, such as "no model yet", is never retried). Nothing listening
 raises :class:`LearnerUnreachableError` (``.status`` None); :meth:`~LearnerClient.sample` on a typed
 stream (or :meth:`~LearnerClient.sample_records` on a numeric one) :class:`StreamKindError`. With
 ``token=`` every request carries ``Authorization: Bearer <token>``; the token never appears in ``repr``,
@@ -271,7 +273,8 @@ class LearnerClient:
             raise LearnerError(path, 200, f"the answer is not JSON: {exc}") from None
 
     def get(self, path: str, params: Mapping[str, object] | None = None) -> tuple[dict[str, str], bytes]:
-        """(headers, body) of a 2xx answer to GET ``path``; a 429 is retried (``max_retries``, ``Retry-After``)."""
+        """(headers, body) of a 2xx answer to GET ``path``; a 429, or a 503 with ``Retry-After`` (overloaded), is
+        retried after that wait, ``max_retries`` times at most."""
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
         target = self._prefix + path + (f"?{query}" if query else "")
         for tries in range(1, self.max_retries + 2):
@@ -279,14 +282,17 @@ class LearnerClient:
             if 200 <= status < 300:
                 return headers, body
             error = self._error_text(body, status)
-            if status != 429:
-                raise _error_class(status, error)(path, status, error)
             wait = retry_after_seconds(headers.get("retry-after"))
+            if status != 429 and not (status == 503 and wait is not None):  # 503 + Retry-After: overloaded
+                raise _error_class(status, error)(path, status, error)
             if tries > self.max_retries:
+                if status == 503:
+                    raise LearnerUnavailableError(path, status, f"{error} (gave up after {tries} tries)")
                 raise BusyError(path, error, wait, tries)
             pause = min(self.max_retry_wait, FALLBACK_RETRY_WAIT if wait is None else wait)
             pause *= 1.0 + 0.1 * random.random()
-            log.debug("GET %s: 429, retrying in %.2f s (try %d of %d)", path, pause, tries, self.max_retries + 1)
+            log.debug("GET %s: %d, retrying in %.2f s (try %d of %d)", path, status, pause, tries,
+                      self.max_retries + 1)
             time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -28,6 +28,7 @@ from sketchgen.client import (
     BadRequestError,
     BusyError,
     LearnerClient,
+    LearnerUnavailableError,
     LearnerUnreachableError,
     NoModelYetError,
     StreamKindError,
@@ -181,6 +182,19 @@ def test_a_429_is_retried_after_its_retry_after():
     with scripted(BUSY) as (url, seen), pytest.raises(BusyError, match="gave up after 3 tries") as busy:
         LearnerClient(url, max_retries=2, max_retry_wait=0.1).sample(2)
     assert len(seen) == 3 and busy.value.retry_after == 1.0 and seen[2][0] - seen[0][0] < 0.5
+
+
+def test_an_overloaded_503_is_retried_and_no_model_yet_is_not():
+    overloaded = (503, {"Retry-After": "0"}, b'{"error": "overloaded: 64 requests in flight"}')
+    with scripted(overloaded, OK) as (url, seen):
+        assert LearnerClient(url).sample(2).shape == (2, 2)
+    assert len(seen) == 2
+    no_model = (503, {}, b'{"error": "no model yet: the stream has no data, or training has not started"}')
+    with scripted(no_model, OK) as (url, seen), pytest.raises(NoModelYetError):
+        LearnerClient(url).sample(2)
+    assert len(seen) == 1
+    with scripted(overloaded) as (url, seen), pytest.raises(LearnerUnavailableError, match="gave up after 2 tries"):
+        LearnerClient(url, max_retries=1).status()
 
 
 def test_the_token_is_sent_and_never_shown(caplog):
