@@ -23,9 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaProducer
 
-from ingest.kafka_connect import client_config
+from ingest.kafka_connect import DEMO_SETTINGS, ensure_topic, record_producer
 from ingest.kafka_security import ENV_VARS as KAFKA_SECURITY_ENV
 from ingest.kafka_security import KafkaSecurity
 from sketch_store.errors import SketchgenError
@@ -36,7 +35,6 @@ from sketchgen.client import LearnerClient, LearnerError
 from sketchgen.datasets import DATASETS, make_dataset
 from sketchgen.local_stack import LocalStack
 from sketchgen.plotting import plot_histograms
-from sketchgen.produce import ensure_topic
 from sketchgen.settings import REDIS_SECRET_ENV, add_connection_args
 
 log = logging.getLogger("sketchgen")
@@ -59,7 +57,7 @@ def demo_child_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _produce(bootstrap: str, topic: str, dataset: str, rate: float, stop: threading.Event) -> None:
-    producer = KafkaProducer(**client_config(bootstrap, KafkaSecurity(), linger_ms=20))  # the stack is plaintext
+    producer = record_producer(bootstrap, KafkaSecurity(), DEMO_SETTINGS)  # the stack is plaintext
     rng = np.random.default_rng()
     start, sent = time.monotonic(), 0
     try:

@@ -24,14 +24,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 from tqdm import tqdm
 
 from ingest.decode import F32_CONTENT_TYPE
-from ingest.kafka_connect import client_config, connect_error
-from ingest.kafka_security import KafkaSecurity
+from ingest.kafka_connect import PRODUCE_SETTINGS, ensure_topic, record_producer
 from sketch_store.errors import DataError, SketchgenError
 from sketch_store.schema import Schema
 from sketch_store.typed_encoding import RecordError, parse_text_record
@@ -61,22 +58,6 @@ def add_produce_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of the dataset draw (default: random)")
     add_connection_args(p, redis=False)
     p.set_defaults(func=cmd_produce)
-
-
-def ensure_topic(bootstrap: str, topic: str, partitions: int, security: KafkaSecurity | None = None) -> None:
-    """Create ``topic`` with ``partitions`` partitions unless it exists (``security``: TLS/SASL, default none)."""
-    try:
-        admin = KafkaAdminClient(**client_config(bootstrap, security, client_id="sketchgen-admin"))
-    except KafkaError as exc:
-        raise connect_error(bootstrap, security, exc) from None
-    try:
-        if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-            log.info("created topic %s with %d partitions", topic, partitions)
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
 
 
 def encode_records(
@@ -170,11 +151,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     conn = Connections.from_args(args)
     messages, total = message_source(args)
     ensure_topic(conn.kafka, args.topic, args.partitions, conn.kafka_security)
-    try:
-        producer = KafkaProducer(**client_config(conn.kafka, conn.kafka_security, linger_ms=20, acks="all",
-                                                 batch_size=256 * 1024, client_id="sketchgen-produce"))
-    except KafkaError as exc:
-        raise connect_error(conn.kafka, conn.kafka_security, exc) from None
+    producer = record_producer(conn.kafka, conn.kafka_security, PRODUCE_SETTINGS)
     sent = 0
     start = time.monotonic()
     try:

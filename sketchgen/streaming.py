@@ -13,7 +13,7 @@ import logging
 import time
 from pathlib import Path
 
-from ingest.worker import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, IngestWorker, resolve_stop_timeout
+from ingest.config import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, resolve_stop_timeout
 from sketch_store.bounds import Bounds
 from sketch_store.buckets import DEFAULT_BUCKETS, LEVELS, BucketConfig
 from sketch_store.errors import DataError, SketchgenError
@@ -281,6 +281,8 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.worker import IngestWorker
+
     stop_timeout = resolve_stop_timeout(args.stop_timeout)  # a bad value fails before connecting
     conn = Connections.from_args(args)
     store = open_store(conn)
