@@ -52,8 +52,8 @@ from learner.sampler import RETRY_AFTER_SECONDS, SAMPLING_NICE, Sampler, lower_t
 from learner.service import LearnerService, NoModelError
 from service_http import ApiError, HttpServer, Probes, create_app, json_response
 from service_http.auth import HttpAuth
-from service_http.limits import BlankQueryIsAbsent
 from service_http.openapi import error_body, json_body, with_common
+from service_http.query import BlankQueryIsAbsent
 from sketch_store.errors import DataError
 
 log = logging.getLogger(__name__)

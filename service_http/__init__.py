@@ -5,6 +5,7 @@
 | :mod:`service_http.app` | the app factory: ``/metrics``, ``/healthz``, ``/readyz``, ``/openapi.json``, middleware |
 | :mod:`service_http.errors` | every failure as ``{"error": "…"}``: 400 (not 422), 404, 405, 500 logged once |
 | :mod:`service_http.limits` | requests in flight (503 + ``Retry-After``), URL/header/body size (414/431/413) |
+| :mod:`service_http.query` | a blank query value counts as absent (on the paths that ask for it) |
 | :mod:`service_http.openapi` | response schemas both services document, the document's tidying and text |
 | :mod:`service_http.server` | uvicorn on a daemon thread, on a socket bound in the caller's thread |
 
