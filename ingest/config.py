@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from ingest.decode import MAX_VALUE_BYTES
 from ingest.kafka_security import KafkaSecurity
+from service_http.auth import HttpAuth
 from sketch_store.errors import SketchgenError
 
 #: Kafka's bootstrap servers when neither ``--kafka`` nor ``SKETCHGEN_KAFKA`` names them (:mod:`sketchgen.settings`).
@@ -67,6 +68,8 @@ class IngestConfig:
     probe_interval_s: float = 2.0  # how often /readyz's checks of Redis, the stream and Kafka run
     #: after SIGTERM, Redis is retried this long (from the signal) for the final flush, then exit 2
     stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+    #: bearer tokens of the HTTP server on ``metrics_port`` (:mod:`service_http.auth`); None: open
+    http_auth: HttpAuth | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.flush_ms <= 0 or self.flush_records <= 0:

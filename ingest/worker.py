@@ -124,7 +124,8 @@ class IngestWorker:
         if not self.config.metrics_port:
             return
         try:
-            self._http = serve(self.metrics.registry, self.health, self.config.metrics_port)
+            self._http = serve(self.metrics.registry, self.health, self.config.metrics_port,
+                               auth=self.config.http_auth)
         except OSError as exc:
             raise SketchgenError(
                 f"cannot serve HTTP on port {self.config.metrics_port}: {exc.strerror or exc}"

@@ -36,7 +36,7 @@ from sketch_store.sketch import save_sketch
 from sketch_store.spec import SketchSpec
 from sketch_store.typed_encoding import UNKNOWN_POLICIES
 from sketchgen.datafiles import load_data
-from sketchgen.settings import Connections, add_connection_args
+from sketchgen.settings import Connections, add_connection_args, add_http_auth_args, resolve_http_auth
 from sketchgen.typed_files import reads_records, typed_sketch_input
 
 log = logging.getLogger("sketchgen")
@@ -86,6 +86,7 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flush-ms", type=int, default=500, help="flush to Redis at least this often (default 500)")
     p.add_argument("--flush-records", type=int, default=100_000, help="or after this many rows (default 100000)")
     p.add_argument("--max-record-bytes", type=int, default=4 << 20, help="reject larger record values (default 4 MiB)")
+    add_http_auth_args(p)
     add_connection_args(p)
     p.set_defaults(func=cmd_ingest)
 
@@ -180,6 +181,7 @@ def add_learn_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--history-size", type=int, default=2000, help="points kept for /history and the live page")
     p.add_argument("--max-concurrent-samples", type=int, default=2, metavar="N",
                    help="/sample and /density requests sampling at once; more get 429 (default 2)")
+    add_http_auth_args(p)
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_learn)
 
@@ -190,6 +192,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     from learner.http_api import serve
     from learner.service import LearnConfig, LearnerService
 
+    auth = resolve_http_auth(args)  # token files read now: a missing or empty one fails before Redis
     config = LearnConfig(
         stream=args.name, target=args.target, steps_per_round=args.steps_per_round,
         checkpoint_every=args.checkpoint_every, device=args.device, lease_ttl=args.lease_ttl,
@@ -199,7 +202,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     )
     service = LearnerService(config, open_store(Connections.from_args(args)))
     try:
-        server = serve(service, args.port)
+        server = serve(service, args.port, auth=auth)
     except OSError as exc:
         raise SketchgenError(f"cannot serve HTTP on port {args.port}: {exc.strerror or exc}") from None
 
@@ -284,6 +287,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.worker import IngestWorker
 
     stop_timeout = resolve_stop_timeout(args.stop_timeout)  # a bad value fails before connecting
+    auth = resolve_http_auth(args)
     conn = Connections.from_args(args)
     store = open_store(conn)
     config = IngestConfig(
@@ -291,6 +295,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         flush_ms=args.flush_ms, flush_records=args.flush_records, metrics_port=args.metrics_port,
         max_value_bytes=args.max_record_bytes, kafka_security=conn.kafka_security,
         stall_timeout_s=args.stall_timeout, stop_timeout_s=stop_timeout,
+        http_auth=auth,
     )
     worker = IngestWorker(config, store)
     worker.install_signal_handlers()
