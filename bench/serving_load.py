@@ -11,10 +11,16 @@ stopped), ``sketchgen learn NAME --port P`` with defaults, and ``--warmup`` seco
 * **unloaded**: no client;
 * **sample**: ``--clients`` client processes each calling ``/sample?n=10000`` in a loop; a 429 is counted and the
   client waits its ``Retry-After`` (what :class:`sketchgen.client.LearnerClient` does by default) before asking again;
+* **unloaded 2**: no client;
 * **sample+density**: half the clients on ``/sample?n=10000``, half on ``/density?n=10000``, as above;
 * **sample, no wait**: as *sample*, but a client asks again at once after a 429 (a client that ignores Retry-After);
-* **unloaded again**: no client (the baseline is the mean of both unloaded windows, so a drift of the training rate
-  over the run does not pass for the load's effect).
+* **unloaded 3**: no client. The baseline is the mean of the three unloaded windows, interleaved with the loaded
+  ones so that a drift of the training rate over the run (other jobs on the machine) does not pass for the load's
+  effect.
+
+The warm-up (90 s after ``/readyz``) lets the drift's one-minute recent window empty of the just-ingested stream:
+the learner's main thread runs the drift update between rounds, and in a first run with 20 s of warm-up the first
+unloaded window trained at a fifth of the later ones (and at a seventh per CPU second of the main thread).
 
 Per window: the learner's training steps/s, from ``/status`` ``steps`` (counted per step) and from the Prometheus
 counter ``sketchgen_learner_steps_total`` (counted per 200-step round, so coarser over a window), both read at the
@@ -27,8 +33,8 @@ client's decoding, in this process, so CPU demand per answer can be set against 
 The client processes run at nice 19 (on this 2-core machine they stand in for clients on other machines; at nice
 0 sixteen of them would take the cores from the learner), started once and idle between windows. Outputs
 ``serving_load.md`` and ``.json`` in ``--out-dir`` (default docs/bench). Each dimension runs once per OpenMP
-setting of the learner (``--threads``: torch's default, ``OMP_WAIT_POLICY=PASSIVE``, one thread). Run:
-``.venv/bin/python bench/serving_load.py`` (about 1 min of setup + 5 windows per dimension and setting). Smoke
+setting of the learner (``--threads``: torch's default and one thread; ``passive`` = ``OMP_WAIT_POLICY=PASSIVE``). Run:
+``.venv/bin/python bench/serving_load.py`` (about 2.5 min of setup + 6 windows per dimension and setting). Smoke
 run: ``.venv/bin/python bench/serving_load.py --dims 2 --threads 1 --records 3000 --window 4 --warmup 2 --clients 4
 --out-dir /tmp/sl``.
 """
@@ -76,8 +82,8 @@ log = logging.getLogger("bench.serving_load")
 DEFAULT_RECORDS = 50_000
 DEFAULT_DIMS = (2, 10)
 DEFAULT_CLIENTS = 16
-DEFAULT_WINDOW = 45.0
-DEFAULT_WARMUP = 20.0
+DEFAULT_WINDOW = 30.0
+DEFAULT_WARMUP = 90.0
 SAMPLE_N = 10_000
 PILOT_ROWS = 5_000
 #: The target: loaded steps/s at least this share of unloaded.
@@ -100,9 +106,9 @@ class Phase:
 def phases(clients: int) -> list[Phase]:
     """The windows of one dimension, in order (module docstring)."""
     half = clients // 2
-    return [Phase("unloaded", ()), Phase("sample", ("sample",) * clients),
+    return [Phase("unloaded", ()), Phase("sample", ("sample",) * clients), Phase("unloaded 2", ()),
             Phase("sample+density", ("sample",) * (clients - half) + ("density",) * half),
-            Phase("sample, no wait", ("sample",) * clients, polite=False), Phase("unloaded again", ())]
+            Phase("sample, no wait", ("sample",) * clients, polite=False), Phase("unloaded 3", ())]
 
 
 def stream_data(d: int, n: int, seed: int) -> np.ndarray:
@@ -190,6 +196,7 @@ def learner_figures(pid: int, before: dict, after: dict) -> dict:
             "steps_per_s": (after["steps"] - before["steps"]) / span,
             "counter_steps_per_s": (after["counter"] - before["counter"]) / span,
             "learner_cpu_per_s": total_cpu / span, "main_thread_cpu_per_s": main_cpu / span,
+            "steps_per_main_cpu_s": (after["steps"] - before["steps"]) / main_cpu if main_cpu > 0 else None,
             "other_threads_cpu_per_s": (total_cpu - main_cpu) / span}
 
 
@@ -367,7 +374,7 @@ def results_table(dims: list[dict]) -> str:
     """One row per dimension and window: training steps/s and its ratio, the endpoints' answers, the CPU split."""
     head = ["d", "OpenMP", "window", "steps/s", "× unloaded", "counter steps/s (×)", "/sample 200/s",
             "/sample p50/p99 ms", "/sample 429s", "/sample req/s", "/density 200/s", "/density p50/p99 ms",
-            "/density 429s", "learner CPU/s", "main thread CPU/s", "clients CPU/s"]
+            "/density 429s", "learner CPU/s", "main thread CPU/s", "steps per main-thread CPU s", "clients CPU/s"]
     rows = []
     for dim in dims:
         for w in dim["windows"]:
@@ -376,6 +383,7 @@ def results_table(dims: list[dict]) -> str:
                          f"{fig['counter_steps_per_s']:.1f} ({_x(w['counter_ratio'])})",
                          *_endpoint_cells(w, "sample")[:4], *_endpoint_cells(w, "density")[:3],
                          f"{fig['learner_cpu_per_s']:.2f}", f"{fig['main_thread_cpu_per_s']:.2f}",
+                         "-" if fig["steps_per_main_cpu_s"] is None else f"{fig['steps_per_main_cpu_s']:.0f}",
                          f"{w['clients_cpu_per_s']:.2f}"])
     return markdown_table(head, rows)
 
@@ -416,16 +424,18 @@ def body_text(dims: list[dict], args: argparse.Namespace, wall: float) -> str:
         f"which is why the unloaded and loaded windows run on the same learner one after the other. Wall time "
         f"{wall / 60:.1f} min.\n\n"
         f"Per dimension: a stream of {args.records} records ingested on the embedded stack, `sketchgen learn` with "
-        f"defaults ({args.warmup:g} s of warm-up after `/readyz`), then windows of {args.window:g} s: unloaded, "
-        f"{args.clients} clients on `/sample?n={SAMPLE_N}`, half of them on `/density?n={SAMPLE_N}` instead, the "
-        f"same {args.clients} on `/sample` retrying at once after a 429, unloaded again. Clients are processes "
+        f"defaults ({args.warmup:g} s of warm-up after `/readyz`), then windows of {args.window:g} s in the table's "
+        f"order: {args.clients} clients on `/sample?n={SAMPLE_N}`, half of them on `/density?n={SAMPLE_N}` "
+        f"instead, the same {args.clients} on `/sample` retrying at once after a 429, and unloaded windows "
+        f"interleaved. Clients are processes "
         f"at nice {CLIENT_NICE} using `sketchgen.client.LearnerClient`; except in *no wait*, a 429 is counted and "
-        f"followed by its `Retry-After` wait. *× unloaded* = steps/s over the mean of the two unloaded windows "
+        f"followed by its `Retry-After` wait. *× unloaded* = steps/s over the mean of the three unloaded windows "
         f"(steps from `/status`, per step; the counter `sketchgen_learner_steps_total` moves per 200-step round, "
         f"so its ratio is coarser). Latencies are of 200 answers; *req/s* counts every answer. CPU/s = CPU seconds "
         f"per second of the learner process (both cores = 2.0) and of its main thread, which runs the training "
         f"loop (the rest: torch's pool, and the HTTP layer's threads that sample and encode), read from "
-        f"`/proc`.\n\n"
+        f"`/proc`; *steps per main-thread CPU s* is the training loop's progress per CPU second it got, which the "
+        f"other jobs on the machine change much less than steps/s.\n\n"
         f"**Target** (training steps/s within 20 % of unloaded with {args.clients} concurrent "
         f"`/sample?n={SAMPLE_N}` clients):\n\n{verdicts(dims)}\n\n{results_table(dims)}\n\n"
         f"One `/sample?n={SAMPLE_N}` alone (the default generator, this process, median of 5; the learner pays the "
@@ -460,10 +470,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=DEFAULT_CLIENTS, help="concurrent client processes")
     p.add_argument("--window", type=float, default=DEFAULT_WINDOW, help="seconds per window")
     p.add_argument("--warmup", type=float, default=DEFAULT_WARMUP, help="seconds of training before the windows")
-    p.add_argument("--threads", default="default,passive,1",
+    p.add_argument("--threads", default="default,1",
                    help="the learner's OpenMP settings, one run of every dimension each: 'default' (the user's, "
                         "torch's default thread count when unset), 'passive' (OMP_WAIT_POLICY=PASSIVE) or a number "
-                        "(OMP_NUM_THREADS); default: default,passive,1")
+                        "(OMP_NUM_THREADS); default: default,1")
     p.add_argument("--out-dir", default=str(DOCS))
     p.add_argument("--workdir", default=None, help="working files (default: a new temporary directory)")
     p.add_argument("--seed", type=int, default=0)
