@@ -1,4 +1,8 @@
-"""Settings of one ingest worker (``sketchgen ingest``), checked when built; no Kafka or Redis import."""
+"""Settings of one ingest worker (``sketchgen ingest``), checked when built; no Kafka or Redis import.
+
+The ``sketchgen ingest`` flags read their defaults from :class:`IngestConfig`'s fields
+(:func:`sketchgen.config_defaults.default`), so each default is written once, here.
+"""
 
 from __future__ import annotations
 

@@ -1,16 +1,29 @@
-"""Settings of one learner replica (``sketchgen learn``), checked when built."""
+"""Settings of one learner replica (``sketchgen learn``), checked when built.
+
+This module imports no PyTorch (the generator and trainer settings only when a config is built),
+so ``sketchgen`` can read the ``learn`` flags' defaults from :class:`LearnConfig`'s fields at
+parse time (:func:`sketchgen.config_defaults.default`) and ``sketchgen --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-
-import torch
+from typing import TYPE_CHECKING
 
 from learner.drift_alarm import check_alarm_settings
-from learner.generator import GeneratorConfig
 from learner.history import DEFAULT_MAXLEN
-from learner.trainer import TrainConfig
 from sketch_store.errors import SketchgenError
+
+if TYPE_CHECKING:
+    from learner.generator import GeneratorConfig
+    from learner.trainer import TrainConfig
+
+
+def default_train_config() -> TrainConfig:
+    """The learner's optimiser settings: Adam at 3e-3, samples from the weights' moving average (β 0.995)."""
+    from learner.trainer import TrainConfig
+
+    return TrainConfig(lr=3e-3, ema_decay=0.995)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +41,7 @@ class LearnConfig:
     device: str = "auto"
     lease_ttl: float = 10.0
     generator: GeneratorConfig | None = None
-    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(lr=3e-3, ema_decay=0.995))
+    train: TrainConfig = dataclasses.field(default_factory=default_train_config)
     drift_recent: float = 60.0
     drift_reference: float = 600.0
     drift_false_alarms_per_day: float = 1.0
@@ -51,6 +64,8 @@ class LearnConfig:
 
     @property
     def torch_device(self) -> str:
+        import torch
+
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():

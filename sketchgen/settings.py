@@ -25,6 +25,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from ingest.config import DEFAULT_KAFKA
 from ingest.kafka_security import (
     ENV_CA_FILE,
     ENV_MECHANISM,
@@ -38,7 +39,6 @@ from service_http.auth import HttpAuth
 from sketch_store.errors import SketchgenError
 from sketch_store.replication import DURABILITY_MODES, check_durability
 
-DEFAULT_KAFKA = "localhost:9092"
 DEFAULT_REDIS = "redis://localhost:6379/0"
 ENV_REDIS_PASSWORD = "SKETCHGEN_REDIS_PASSWORD"
 ENV_REDIS_PASSWORD_FILE = "SKETCHGEN_REDIS_PASSWORD_FILE"

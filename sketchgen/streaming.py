@@ -13,7 +13,8 @@ import logging
 import time
 from pathlib import Path
 
-from ingest.config import DEFAULT_STOP_TIMEOUT_S, ENV_STOP_TIMEOUT, IngestConfig, resolve_stop_timeout
+from ingest.config import ENV_STOP_TIMEOUT, IngestConfig, resolve_stop_timeout
+from learner.config import LearnConfig
 from sketch_store.bounds import Bounds
 from sketch_store.buckets import DEFAULT_BUCKETS, LEVELS, BucketConfig
 from sketch_store.errors import DataError, SketchgenError
@@ -35,6 +36,7 @@ from sketch_store.redis_store import SketchStore
 from sketch_store.sketch import save_sketch
 from sketch_store.spec import SketchSpec
 from sketch_store.typed_encoding import UNKNOWN_POLICIES
+from sketchgen.config_defaults import default
 from sketchgen.datafiles import load_data
 from sketchgen.settings import Connections, add_connection_args, add_http_auth_args, resolve_http_auth
 from sketchgen.typed_files import reads_records, typed_sketch_input
@@ -75,17 +77,7 @@ def add_streaming_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topic", required=True, help="Kafka topic to consume")
     p.add_argument("--group", help="consumer group (default sketchgen-NAME)")
     p.add_argument("--dlq", help="dead-letter topic (default TOPIC.dlq)")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
-    p.add_argument("--stall-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="/healthz answers 503 when the consume loop has not turned for this long (default 120)")
-    p.add_argument("--stop-timeout", type=float, metavar="SECONDS",
-                   help="on SIGTERM, retry the final flush through a Redis outage this long, then exit 2 (env "
-                        f"{ENV_STOP_TIMEOUT}, default {DEFAULT_STOP_TIMEOUT_S:g}; keep it below the pod's "
-                        "terminationGracePeriodSeconds)")
-    p.add_argument("--flush-ms", type=int, default=500, help="flush to Redis at least this often (default 500)")
-    p.add_argument("--flush-records", type=int, default=100_000, help="or after this many rows (default 100000)")
-    p.add_argument("--max-record-bytes", type=int, default=4 << 20, help="reject larger record values (default 4 MiB)")
+    add_ingest_tuning_args(p)
     add_http_auth_args(p)
     add_connection_args(p)
     p.set_defaults(func=cmd_ingest)
@@ -165,32 +157,66 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def add_learn_command(sub: argparse._SubParsersAction) -> None:
+    """``sketchgen learn``: its flags' defaults are :class:`LearnConfig`'s (:mod:`sketchgen.config_defaults`)."""
     p = sub.add_parser("learn", help="keep a generator fitted to a stream's live sketch (leader or hot standby)")
     p.add_argument("name", help="stream name")
     p.add_argument("--port", type=int, default=8000, help="HTTP port: /metrics /healthz /readyz /sample /status")
-    p.add_argument("--target", default="all", help="all, window:SECONDS or halflife:SECONDS (default all)")
-    p.add_argument("--steps-per-round", type=int, default=200, help="Adam steps per round (default 200)")
-    p.add_argument("--checkpoint-every", type=float, default=10.0, help="seconds between checkpoints (default 10)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if present")
-    p.add_argument("--lease-ttl", type=float, default=10.0, help="leader lease, seconds (default 10)")
-    p.add_argument("--drift-false-alarms-per-day", type=float, default=1.0, metavar="F",
-                   help="expected drift alarms per day on a stationary stream; sets the calibrated threshold and "
-                        "the CUSUM (default 1)")
-    p.add_argument("--drift-threshold", type=float, default=None,
-                   help="a fixed drift-score threshold instead of the calibrated one (default: calibrated)")
-    p.add_argument("--history-size", type=int, default=2000, help="points kept for /history and the live page")
-    p.add_argument("--max-concurrent-samples", type=int, default=2, metavar="N",
-                   help="/sample and /density requests sampling at once; more get 429 (default 2)")
+
+    def learn_option(flag: str, help_text: str, **kwargs: object) -> None:
+        field = flag.lstrip("-").replace("-", "_")
+        p.add_argument(flag, default=default(LearnConfig, field), help=help_text, **kwargs)  # type: ignore[arg-type]
+
+    learn_option("--target", f"all, window:SECONDS or halflife:SECONDS (default {default(LearnConfig, 'target')})")
+    learn_option("--steps-per-round", f"Adam steps per round (default {default(LearnConfig, 'steps_per_round')})",
+                 type=int)
+    learn_option("--checkpoint-every",
+                 f"seconds between checkpoints (default {default(LearnConfig, 'checkpoint_every'):g})", type=float)
+    learn_option("--device", "default: cuda if present", choices=("auto", "cpu", "cuda"))
+    learn_option("--lease-ttl", f"leader lease, seconds (default {default(LearnConfig, 'lease_ttl'):g})", type=float)
+    learn_option("--drift-false-alarms-per-day",
+                 "expected drift alarms per day on a stationary stream; sets the calibrated threshold and the CUSUM "
+                 f"(default {default(LearnConfig, 'drift_false_alarms_per_day'):g})", type=float, metavar="F")
+    learn_option("--drift-threshold", "a fixed drift-score threshold instead of the calibrated one (default: "
+                 "calibrated)", type=float)
+    learn_option("--history-size", "points kept for /history and the live page", type=int)
+    learn_option("--max-concurrent-samples", "/sample and /density requests sampling at once; more get 429 "
+                 f"(default {default(LearnConfig, 'max_concurrent_samples')})", type=int, metavar="N")
     add_http_auth_args(p)
     add_connection_args(p, kafka=False)
     p.set_defaults(func=cmd_learn)
+
+
+def add_ingest_tuning_args(p: argparse.ArgumentParser) -> None:
+    """``sketchgen ingest``'s worker flags, defaults from :class:`IngestConfig` (``--stop-timeout``: also env)."""
+    p.add_argument("--metrics-port", type=int, default=default(IngestConfig, "metrics_port"),
+                   help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: off)")
+    stall = default(IngestConfig, "stall_timeout_s")
+    p.add_argument("--stall-timeout", type=float, default=stall, metavar="SECONDS",
+                   help=f"/healthz answers 503 when the consume loop has not turned for this long (default {stall:g})")
+    p.add_argument("--stop-timeout", type=float, metavar="SECONDS",
+                   help="on SIGTERM, retry the final flush through a Redis outage this long, then exit 2 (env "
+                        f"{ENV_STOP_TIMEOUT}, default {default(IngestConfig, 'stop_timeout_s'):g}; keep it below "
+                        "the pod's terminationGracePeriodSeconds)")
+    flush_ms, flush_records = default(IngestConfig, "flush_ms"), default(IngestConfig, "flush_records")
+    p.add_argument("--flush-ms", type=int, default=flush_ms, help=f"flush to Redis at least this often (default "
+                   f"{flush_ms})")
+    p.add_argument("--flush-records", type=int, default=flush_records, help=f"or after this many rows (default "
+                   f"{flush_records})")
+    max_bytes = default(IngestConfig, "max_value_bytes")
+    p.add_argument("--max-record-bytes", type=int, default=max_bytes,
+                   help=f"reject larger record values (default {human_mib(max_bytes)})")
+
+
+def human_mib(n: int) -> str:
+    """``4 MiB`` for a whole number of MiB, else the bytes."""
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     import signal
 
     from learner.http_api import serve
-    from learner.service import LearnConfig, LearnerService
+    from learner.service import LearnerService
 
     auth = resolve_http_auth(args)  # token files read now: a missing or empty one fails before Redis
     config = LearnConfig(
