@@ -11,6 +11,11 @@ import time
 import urllib.error
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
+#: One scraped sample: (name, sorted (label, value) pairs).
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
 
 def fetch(port: int, path: str, timeout: float = 60.0) -> tuple[int, bytes]:
     """(status, body) of a GET on 127.0.0.1; status 0 when nothing listens."""
@@ -27,6 +32,19 @@ def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict]:
     """(status, parsed JSON body) of a GET; (0, {}) when nothing listens (yet)."""
     code, body = fetch(port, path, timeout)
     return code, json.loads(body or b"{}")
+
+
+def metrics_text(port: int, timeout: float = 10.0) -> str:
+    """The text of ``/metrics`` on 127.0.0.1 (fails unless it answers 200)."""
+    code, body = fetch(port, "/metrics", timeout)
+    assert code == 200, f"/metrics on port {port} answered {code or 'nothing'}"
+    return body.decode()
+
+
+def scrape(port: int, timeout: float = 10.0) -> dict[SampleKey, float]:
+    """``/metrics`` parsed: {(sample name, sorted labels): value}."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(metrics_text(port, timeout)) for s in family.samples}
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.5):

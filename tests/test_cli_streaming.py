@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +37,7 @@ from sketch_store.sketch import load_sketch
 from sketchgen.cli import main
 from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
+from tests.processes import fetch
 
 TIMEOUT = 180  # per subprocess; generous, other suites may be loading the machine
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -335,11 +335,8 @@ def flow(redis_server, kafka_server, tmp_path_factory):
             time.sleep(0.3)
         time.sleep(0.5)  # anything beyond 5000 (a double count) would show up here
         res["status json"] = status_json(name, redis_server.url)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
-                res["metrics"] = reply.read().decode()
-        except OSError as exc:
-            res["metrics"] = f"cannot scrape: {exc}"
+        code, body = fetch(metrics_port, "/metrics", timeout=10)
+        res["metrics"] = body.decode() if code == 200 else f"cannot scrape: HTTP {code or 'no answer'}"
         res["worker alive before SIGTERM"] = worker.poll() is None
         worker.send_signal(signal.SIGTERM)
         try:

@@ -8,7 +8,6 @@ product does; the wiring test runs a real LearnerService loop on the session's R
 from __future__ import annotations
 
 import time
-import urllib.request
 import uuid
 
 import numpy as np
@@ -24,7 +23,7 @@ from sketch_store.redis_store import BucketDelta, SketchStore
 from sketch_store.schema import Field, Schema
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
-from tests.processes import get, wait_for
+from tests.processes import get, metrics_text, wait_for
 from tests.test_learner_checkpoints import running
 
 N_REF, N_RECENT = 5000, 1000
@@ -137,8 +136,7 @@ def test_a_learner_reports_the_moved_field_in_status_and_metrics(redis_server):
         assert fields[0]["field"] == "x1" and sorted(f["field"] for f in fields) == ["x0", "x1", "x2"]
         assert fields[0]["score"] > 5 and fields[0]["categories"] == [] and status["drift_score"] > 5
         assert [f["field"] for f in get(port, "/history")[1]["drift_fields"]] == [f["field"] for f in fields]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
+        text = metrics_text(port)
         for field in ("x0", "x1", "x2"):
             assert f'sketchgen_drift_field_score{{field="{field}",stream="{name}",window="60s_vs_600s"}}' in text
         # a fresh learner alarms on its prior threshold (≈ 4.6 at one false alarm a day), counted once

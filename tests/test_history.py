@@ -14,8 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import numpy as np
@@ -30,6 +28,7 @@ from sketch_store.redis_connect import connect
 from sketch_store.redis_store import SketchStore
 from sketch_store.sketch import Sketch
 from sketch_store.spec import SketchSpec
+from tests.processes import fetch
 
 #: A generous upper bound of one point's JSON size (a full point is about 200 bytes).
 POINT_BYTES = 400
@@ -91,14 +90,6 @@ def test_learn_refuses_a_bad_history_size():
     assert proc.returncode == 2 and "history size must be at least 1" in proc.stderr, proc.stderr
 
 
-def get_json(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 def feed(store: SketchStore, name: str, x: np.ndarray) -> None:
     """Fold ``x`` into stream ``name`` the way an ingest worker does (a claimed partition, one flush)."""
     spec = store.get_spec(name)
@@ -128,7 +119,7 @@ def test_history_endpoint_stays_at_maxlen_over_many_rounds(redis_server):
             while service.rounds < rounds and time.monotonic() < deadline and loop.is_alive():
                 time.sleep(0.2)
             assert service.rounds >= rounds, f"only {service.rounds} rounds"
-            code, body = get_json(port, "/history")
+            code, body = fetch(port, "/history", timeout=30)
             assert code == 200
             hist = json.loads(body)
             points = hist["points"]
@@ -144,9 +135,9 @@ def test_history_endpoint_stays_at_maxlen_over_many_rounds(redis_server):
         assert abs(sizes[1] - sizes[0]) <= 200, sizes  # twice the rounds, the same payload
         # incremental reads: only points newer than `since`
         newest = hist["points"][-1]["time"]
-        code, body = get_json(port, f"/history?since={newest}")
+        code, body = fetch(port, f"/history?since={newest}", timeout=30)
         assert code == 200 and all(p["time"] > newest for p in json.loads(body)["points"])
-        assert get_json(port, "/history?since=yesterday")[0] == 400
+        assert fetch(port, "/history?since=yesterday", timeout=30)[0] == 400
         assert_standby_history(store, config)
     finally:
         service.stop_event.set()

@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.dead_letters import DETAIL_HEADER, REASON_HEADER
 from ingest.decode import F32_CONTENT_TYPE, MAX_VALUE_BYTES, REASONS, RecordError, check_range, decode_value
@@ -48,6 +46,7 @@ from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
+from tests.processes import SampleKey, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -306,16 +305,9 @@ class Worker:
             self.proc.kill()
             self.proc.wait(10)
 
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def metrics(self) -> dict[SampleKey, float]:
         """Scrape ``/metrics``: {(sample name, sorted labels): value}."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            text = resp.read().decode()
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
+        return scrape(self.metrics_port)
 
 
 def wait_for_count(store: SketchStore, stream: str, target: int, worker: Worker, timeout: float) -> int:

@@ -17,8 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -34,19 +32,16 @@ from sketch_store.redis_store import SketchStore
 from sketch_store.spec import SketchSpec
 from sketchgen.local_stack import RedisServer, free_port
 from sketchgen.produce import ensure_topic
-from tests.processes import wait_for
+from tests.processes import fetch, wait_for
+from tests.processes import get as get_json
 
 
 def get(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict | str]:
-    """``(status, JSON body or text)``; status 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
-            body = resp.read()
-            return resp.status, json.loads(body) if path != "/metrics" else body.decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, {}
+    """``(status, JSON body or, for an answered /metrics, its text)``; status 0 when nothing answers."""
+    if path == "/metrics":
+        code, body = fetch(port, path, timeout)
+        return (code, body.decode()) if code == 200 else (code, json.loads(body or b"{}"))
+    return get_json(port, path, timeout)
 
 
 class Worker:

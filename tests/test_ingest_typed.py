@@ -15,14 +15,12 @@ import contextlib
 import io
 import json
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.dead_letters import REASON_HEADER, SOURCE_HEADER
 from ingest.decode import ALL_REASONS, F32_CONTENT_TYPE
@@ -34,7 +32,7 @@ from sketchgen.cli import main
 from sketchgen.datafiles import load_data
 from sketchgen.local_stack import free_port
 from sketchgen.records_files import infer_schema_from_file, read_typed_records
-from tests.processes import Proc, wait_for
+from tests.processes import Proc, scrape, wait_for
 from tests.test_decode_typed import BAD_VALUES, GOOD, SCHEMA
 
 CUTS = ("Fair", "Good", "Ideal")
@@ -259,13 +257,6 @@ def extra_records() -> list[tuple[str, bytes | None, list[tuple[str, bytes]], st
         ("far out of range", json.dumps({**GOOD, "price": 1e12}).encode(), [], "out_of_range", None),
     ]
     return out
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def read_dead_letters(bootstrap: str, topic: str, expected: int, timeout: float = 90.0) -> list:

@@ -37,10 +37,9 @@ from sketch_store.redis_store import SketchStore
 from sketch_store.schema import MAX_DEPTH, MAX_STRING_BYTES
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
-from tests.processes import Proc, wait_for
+from tests.processes import Proc, scrape, wait_for
 from tests.test_decode_typed import SCHEMA, pilot
 from tests.test_ingest_bad_records import draw, produce, read_dead_letters, unique_name
-from tests.test_ingest_typed import scrape
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import numpy as np
@@ -24,7 +22,7 @@ from sketch_store.redis_store import SketchStore
 from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
-from tests.processes import Proc, get, wait_for
+from tests.processes import Proc, get, metrics_text, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +77,7 @@ def test_learns_the_spiral_and_serves_it(spiral_stream):
             code, body = get(port, f"/sample?{query}")
             assert code == expected and body["error"], (query, body)
         assert get(port, "/nowhere")[0] == 404
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
+        text = metrics_text(port)
         for metric in ("sketchgen_learner_loss", "sketchgen_learner_steps_total", "sketchgen_learner_rounds_total",
                        "sketchgen_learner_step_seconds", "sketchgen_learner_sketch_records",
                        "sketchgen_learner_checkpoints_total", "sketchgen_drift_score",

@@ -35,7 +35,7 @@ from sketchgen.datasets import make_dataset
 from sketchgen.local_stack import free_port
 from sketchgen.produce import ensure_topic
 from tests import deploy_assets as assets
-from tests.processes import Proc, get, wait_for
+from tests.processes import Proc, fetch, get, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -134,23 +134,12 @@ def start_prometheus(tmp: Path, targets: dict[str, int]) -> tuple[subprocess.Pop
 
 
 def http_status(port: int, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0
+    return fetch(port, path, timeout=5)[0]
 
 
 def api(port: int, path: str, **params: str) -> dict:
     """GET a Prometheus HTTP API path; PromQL errors come back as ``{"status": "error", "error": ...}``."""
-    url = f"http://127.0.0.1:{port}{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return json.loads(exc.read())
+    return get(port, f"{path}?{urllib.parse.urlencode(params)}")[1]
 
 
 @pytest.fixture(scope="module")
