@@ -20,6 +20,7 @@ COPY sketch_store ./sketch_store
 COPY ingest ./ingest
 COPY learner ./learner
 COPY sketchgen ./sketchgen
+COPY service_http ./service_http
 # torch is already satisfied, so this resolves only the project's other dependencies (all binary wheels).
 # Byte-compile ahead of time, since the root filesystem is read-only at run time (torch's test helpers
 # include Python 3.12-only syntax and are skipped).
