@@ -7,6 +7,8 @@
 | :mod:`service_http.limits` | requests in flight (503 + ``Retry-After``), URL/header/body size (414/431/413) |
 | :mod:`service_http.query` | a blank query value counts as absent (on the paths that ask for it) |
 | :mod:`service_http.openapi` | response schemas both services document, the document's tidying and text |
+| :mod:`service_http.auth` | optional bearer tokens (an ASGI middleware with an allow-list of open paths) |
+| :mod:`service_http.openapi_security` | those tokens in the OpenAPI document, from the middleware's own rule |
 | :mod:`service_http.server` | uvicorn on a daemon thread, on a socket bound in the caller's thread |
 
 It imports neither ``ingest`` nor ``learner``: each builds its app with :func:`create_app` and its own

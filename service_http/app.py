@@ -5,7 +5,8 @@
 | ``/metrics`` | the service's own :class:`~prometheus_client.CollectorRegistry`, Prometheus text format |
 | ``/healthz`` | the service's liveness probe: 200 when alive, else 503, its JSON body either way |
 | ``/readyz`` | the service's readiness probe: 200 when ready, else 503, its JSON body either way |
-| ``/openapi.json`` | the OpenAPI document (checked in under ``docs/openapi/``) |
+| ``/openapi.json`` | the OpenAPI document (checked in under ``docs/openapi/``), with the optional bearer \
+tokens declared from :mod:`service_http.auth`'s own rule (:mod:`service_http.openapi_security`) |
 
 Middleware, outermost first: :class:`~service_http.errors.CatchAll` (500, logged once), then
 :class:`~service_http.limits.LimitsMiddleware` (503/413/414/431), then the caller's ``middleware``
@@ -29,6 +30,7 @@ from starlette.responses import Response
 from service_http.errors import CatchAll, install_error_handlers
 from service_http.limits import Limits, LimitsMiddleware
 from service_http.openapi import either_or_error, json_body, tidy, with_common
+from service_http.openapi_security import declare_security
 
 #: A probe: ``(ok, JSON body)``; the route answers 200 when ok, else 503, with the body either way.
 Probe = Callable[[], tuple[bool, Any]]
@@ -78,7 +80,7 @@ def create_app(*, title: str, description: str, registry: CollectorRegistry, pro
 
     def openapi() -> dict[str, Any]:
         if not getattr(app.state, "openapi_tidied", False):
-            tidy(generated())
+            declare_security(tidy(generated()))
             app.state.openapi_tidied = True
         assert app.openapi_schema is not None
         return app.openapi_schema

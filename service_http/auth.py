@@ -211,6 +211,18 @@ def is_open_path(path: str) -> bool:
     return bool(rest) and "\\" not in rest and all(part not in ("", ".", "..") for part in rest.split("/"))
 
 
+def guard_of(path: str) -> str | None:
+    """Which token set guards ``path``: ``"metrics"`` for :data:`METRICS_PATH`, None when it is open
+    (:func:`is_open_path`), ``"api"`` for everything else.
+
+    The one rule :class:`BearerAuth` applies and the OpenAPI documents declare
+    (:mod:`service_http.openapi_security`); a set that is not configured leaves its paths open at run time.
+    """
+    if path == METRICS_PATH:
+        return "metrics"
+    return None if is_open_path(path) else "api"
+
+
 def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """The token of the first ``Authorization: Bearer TOKEN`` header (scheme case-insensitive); b"" when an
     Authorization header is there but not a usable bearer one; None without one."""
@@ -229,9 +241,8 @@ class BearerAuth:
 
     def _guard(self, path: str) -> TokenFile | None:
         """The token set that guards ``path``, or None when it is open."""
-        if path == METRICS_PATH:
-            return self.auth.metrics
-        return None if is_open_path(path) else self.auth.api
+        guard = guard_of(path)
+        return self.auth.metrics if guard == "metrics" else self.auth.api if guard == "api" else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -1,4 +1,5 @@
-"""Helpers for the HTTP authentication tests: a GET with an optional bearer token, and token files."""
+"""Helpers for the HTTP authentication tests: a GET with an optional bearer token, token files, and an OpenAPI
+path made concrete."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import http.client
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 
 def request(port: int, path: str, token: str | None = None, headers: dict[str, str] | None = None,
@@ -24,6 +26,15 @@ def request(port: int, path: str, token: str | None = None, headers: dict[str, s
         return 0, {}, b""
     finally:
         conn.close()
+
+
+def concrete(path: str, operation: dict[str, Any]) -> str:
+    """``path`` with each ``{parameter}`` replaced by its first documented example (else ``x``)."""
+    for param in operation.get("parameters", []):
+        if param["in"] == "path":
+            examples = param.get("schema", {}).get("examples") or param.get("examples") or ["x"]
+            path = path.replace("{" + param["name"] + "}", str(examples[0]))
+    return path
 
 
 def swap_secret(volume: Path, text: str) -> None:

@@ -3,6 +3,9 @@
 * ``docs/openapi/ingest.json`` and ``docs/openapi/learner.json`` are what the apps serve at
   ``/openapi.json`` (regenerate with ``python -m sketchgen.openapi_docs``) — checked on the files and
   on real running services;
+* the operations that declare a security requirement are exactly those the bearer-token middleware
+  (:class:`~service_http.auth.BearerAuth`, both token sets configured) answers 401 without a token, each
+  with the scheme whose token lets it through, and a documented 401;
 * schemathesis (its Python API) generates requests for every operation of each document, valid and
   invalid, against a real learner (a :class:`LearnerService` training on a real Redis stream with
   records, a model served) and a real ``sketchgen ingest`` process (real Kafka and Redis, ready): no
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
@@ -31,9 +35,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from service_http.auth import BearerAuth, HttpAuth
 from service_http.openapi import dumps
+from service_http.openapi_security import API_SCHEME, METRICS_SCHEME
 from sketchgen.openapi_docs import DOCS, documents
 from sketchgen.produce import ensure_topic
+from tests.auth_helpers import concrete
 from tests.processes import fetch, wait_for
 from tests.test_ingest_health import Worker, ready
 from tests.test_ingest_health import new_stream as new_ingest_stream
@@ -52,6 +59,58 @@ def test_the_checked_in_documents_are_the_apps_own():
     for name, document in documents().items():
         path = DOCS / f"{name}.json"
         assert path.read_text() == dumps(document), f"{path} is stale: run python -m sketchgen.openapi_docs"
+
+
+def middleware_status(auth: HttpAuth, path: str, token: str | None) -> int:
+    """The status :class:`BearerAuth` answers a GET of ``path`` with (200: passed to the app behind it)."""
+    sent: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        sent.append(200)
+
+    async def send(message) -> None:
+        if message["type"] == "http.response.start":
+            sent.append(message["status"])
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
+    scope = {"type": "http", "method": "GET", "path": path, "headers": headers, "query_string": b""}
+    asyncio.run(BearerAuth(app, auth)(scope, receive, send))
+    return sent[0]
+
+
+def test_the_documents_declare_exactly_what_the_middleware_guards(tmp_path: Path):
+    (tmp_path / "api").write_text("api-token-123\n")
+    (tmp_path / "metrics").write_text("metrics-token-456\n")
+    auth = HttpAuth.from_files(str(tmp_path / "api"), str(tmp_path / "metrics"))
+    tokens = {API_SCHEME: "api-token-123", METRICS_SCHEME: "metrics-token-456"}
+    declared, guarded = set(), set()
+    for name, document in documents().items():
+        assert set(document["components"]["securitySchemes"]) == set(tokens), name
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                label = f"{name} {method.upper()} {path}"
+                security = operation["security"]
+                url = concrete(path, operation)
+                if middleware_status(auth, url, None) == 401:
+                    guarded.add(label)
+                if security == []:
+                    assert "401" not in operation["responses"], label
+                    continue
+                declared.add(label)
+                assert len(security) == 2 and security[0] == {}, (label, security)  # optional: auth is off by default
+                (scheme,) = security[1]
+                assert middleware_status(auth, url, tokens[scheme]) == 200, label
+                other = next(t for s, t in tokens.items() if s != scheme)
+                assert middleware_status(auth, url, other) == 401, label
+                unauthorized = operation["responses"]["401"]
+                assert "WWW-Authenticate" in unauthorized["headers"], label
+                assert unauthorized["content"]["application/json"]["schema"]["required"] == ["error"], label
+    assert declared == guarded
+    assert {"learner GET /status", "learner GET /sample", "learner GET /metrics", "ingest GET /metrics"} <= declared
+    assert not {"learner GET /", "learner GET /static/{name}", "ingest GET /healthz"} & declared
 
 
 def served_document(port: int) -> str:
