@@ -5,8 +5,10 @@ endpoint answers 401 without a token (and with a wrong one) and 200 with either 
 page's files and ``/openapi.json`` stay open, and ``/metrics`` is open. The ingest worker runs with a
 metrics token from ``SKETCHGEN_METRICS_TOKEN_FILE``: ``/metrics`` needs that token (an API token does not
 do), the probes stay open. In headless Chromium the live page opened as ``/#token=…`` draws samples and
-drops the token from the address bar; opened without one it says the learner needs a token. A missing
-token file stops either command at start with one line.
+drops the token from the address bar, and its footer's ``/status`` link opens the JSON fetched with the
+token; opened without one it says the learner needs a token. A missing token file stops either command
+at start with one line. The guarded learner serves its ``/openapi.json`` without a token, equal to the
+checked-in document, and its operations with a ``bearer`` requirement are exactly those it answers 401.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import uuid
 
 import pytest
 
+from service_http.openapi import dumps
+from service_http.openapi_security import API_SCHEME
 from sketchgen.local_stack import free_port
+from sketchgen.openapi_docs import DOCS
 from sketchgen.produce import ensure_topic
-from tests.auth_helpers import request
+from tests.auth_helpers import concrete, request
 from tests.processes import Proc, wait_for
 from tests.test_learner_checkpoints import new_stream
 from tests.test_live_page import browser, console_errors, dom  # noqa: F401 (browser: a fixture)
@@ -74,6 +79,38 @@ def test_every_data_endpoint_of_a_real_learner_needs_a_token(guarded_learner):
     assert request(port, f"/status?access_token={TOKENS[0]}")[0] == 401
 
 
+def test_the_contract_is_open_and_says_what_needs_the_token(guarded_learner):
+    port, _ = guarded_learner
+    code, _, body = request(port, "/openapi.json")
+    assert code == 200
+    assert dumps(json.loads(body)) == (DOCS / "learner.json").read_text()
+    for path, item in json.loads(body)["paths"].items():
+        for method, operation in item.items():
+            needs_token = {API_SCHEME: []} in operation["security"]
+            url = concrete(path, operation)
+            assert (request(port, url)[0] == 401) == needs_token, (method, path)
+            if needs_token:
+                assert request(port, url, token=TOKENS[0])[0] == 200, (method, path)
+
+
+def open_footer_link_with_the_token(browser, path: str) -> None:  # noqa: F811
+    """Click the page's footer link to ``path``: the JSON, fetched with the token, opens in a new tab."""
+    page = browser.current_window_handle
+    link = f'footer a[href="{path}"]'
+    browser.find_element("css selector", link).click()
+    wait_for(lambda: dom(browser, link, "data-fetched") == "200", 30, f"the footer's {path} fetched with the token")
+    (opened,) = [handle for handle in browser.window_handles if handle != page]
+    browser.switch_to.window(opened)
+    try:
+        wait_for(lambda: browser.current_url.startswith("blob:") and "{" in browser.page_source, 30,
+                 f"{path}'s JSON in the new tab")
+        body = json.loads(browser.find_element("tag name", "body").text)
+        assert "records" in body, body
+    finally:
+        browser.close()
+        browser.switch_to.window(page)
+
+
 def test_a_real_ingest_worker_with_a_metrics_token(tmp_path, kafka_server, redis_server, monkeypatch):
     (tmp_path / "metrics-token").write_text(METRICS_TOKEN + "\n")
     monkeypatch.setenv("SKETCHGEN_METRICS_TOKEN_FILE", str(tmp_path / "metrics-token"))
@@ -120,6 +157,7 @@ def test_the_live_page_with_and_without_a_token(guarded_learner, browser):  # no
     wait_for(drawn, 60, "the page to draw samples with the token")
     assert TOKENS[1] not in browser.current_url and "#" not in browser.current_url
     assert dom(browser, "body", "data-error") == "" and dom(browser, "body", "data-auth") == ""
+    open_footer_link_with_the_token(browser, "/status")
     browser.execute_script("sessionStorage.clear()")
 
     browser.get(f"http://127.0.0.1:{port}/?refresh=500&tab={uuid.uuid4().hex}")

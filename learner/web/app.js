@@ -64,6 +64,32 @@ async function getJSON(path) {
   return body;
 }
 
+// ---- footer links ------------------------------------------------------------------------------
+// A plain navigation cannot send the Authorization header, so with a token the footer's data links (data-api) are
+// fetched with it and the JSON opened as a blob: URL in a new tab; without a token they stay plain links.
+// Test hook: the link's data-fetched is the status of its last such fetch.
+async function openWithToken(event) {
+  const link = event.currentTarget, path = link.getAttribute("href");
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  const view = window.open("", "_blank"); // opened within the click, so no popup blocker stops it
+  try {
+    const resp = await fetch(path, { cache: "no-store", headers: { Authorization: `Bearer ${token}` } });
+    link.dataset.fetched = String(resp.status);
+    if (resp.status === 401) {
+      document.body.dataset.auth = "refused";
+      throw new AuthError(authMessage(true));
+    }
+    const url = URL.createObjectURL(await resp.blob());
+    if (view) view.location.href = url; else location.assign(url);
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (err) {
+    if (view) view.close();
+    setError(err instanceof AuthError ? err.message : `cannot open ${path}: ${err.message}`);
+  }
+}
+
 // ---- canvas helpers ---------------------------------------------------------------------------
 
 function prepare(canvas) {
@@ -377,6 +403,7 @@ function onSelect() {
 }
 
 for (const id of ["sel-x", "sel-y", "sel-n"]) $(id).addEventListener("change", onSelect);
+for (const link of document.querySelectorAll("a[data-api]")) link.addEventListener("click", openWithToken);
 window.addEventListener("resize", () => drawHistory());
 window.addEventListener("hashchange", takeTokenFromFragment);
 takeTokenFromFragment();
