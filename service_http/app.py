@@ -99,20 +99,21 @@ def _add_probes(app: FastAPI, registry: CollectorRegistry, probes: Probes, encod
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", response_class=Response, summary="Liveness probe", tags=["probes"],
-             description=probes.liveness_help,
-             responses=with_common({200: json_body("alive", probes.liveness_schema),
-                                    503: json_body("not alive (restart it), or overloaded (Retry-After)",
-                                                   either_or_error(probes.liveness_schema))}))
-    def healthz() -> Response:
-        alive, body = probes.liveness()
-        return json_response(body, 200 if alive else 503, encode)
+    _add_probe(app, "/healthz", "healthz", probes.liveness, probes.liveness_schema, "Liveness probe",
+               probes.liveness_help, ("alive", "not alive (restart it), or overloaded (Retry-After)"), encode)
+    _add_probe(app, "/readyz", "readyz", probes.readiness, probes.readiness_schema, "Readiness probe",
+               probes.readiness_help, ("ready", "not ready (with a reason), or overloaded (Retry-After)"), encode)
 
-    @app.get("/readyz", response_class=Response, summary="Readiness probe", tags=["probes"],
-             description=probes.readiness_help,
-             responses=with_common({200: json_body("ready", probes.readiness_schema),
-                                    503: json_body("not ready (with a reason), or overloaded (Retry-After)",
-                                                   either_or_error(probes.readiness_schema))}))
-    def readyz() -> Response:
-        ready, body = probes.readiness()
-        return json_response(body, 200 if ready else 503, encode)
+
+def _add_probe(app: FastAPI, path: str, name: str, probe: Probe, schema: dict[str, Any], summary: str, help: str,
+               answers: tuple[str, str], encode: Encoder) -> None:
+    """A probe's route: 200 with its body when it passes, else 503 with it; ``answers`` describe the two."""
+
+    def answer() -> Response:
+        ok, body = probe()
+        return json_response(body, 200 if ok else 503, encode)
+
+    app.add_api_route(path, answer, methods=["GET"], name=name, response_class=Response, summary=summary,
+                      tags=["probes"], description=help,
+                      responses=with_common({200: json_body(answers[0], schema),
+                                             503: json_body(answers[1], either_or_error(schema))}))

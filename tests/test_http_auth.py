@@ -117,6 +117,8 @@ def test_metrics_has_its_own_token(served, token_volume, tmp_path):
 
 def test_rotation_through_a_secret_volume_without_restart(served, token_volume, caplog):
     caplog.set_level(logging.DEBUG)
+    # a service's server earlier in the process (service_http.server) leaves uvicorn's loggers at WARNING
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
     new = "tok-C.rotated-in-0000"
     assert request(served, "/status", token=new)[0] == 401
     swap_secret(token_volume, f"{TOKEN_B}\n{new}\n")  # add the new token, drop A
