@@ -239,7 +239,7 @@ def test_eight_clients_hammering_the_cap_do_not_stall_training(tmp_path, redis_s
                 code, headers, body = request(port, "/sample?n=100000", timeout=120)
                 answers.append(code)
                 if code == 200:
-                    bodies_ok.append(body.startswith(b'{"samples": [[') and body.endswith(b"]]}"))
+                    bodies_ok.append(body.startswith(b'{"samples":[[') and body.endswith(b"]]}"))
                 elif code == 429:
                     bodies_ok.append(headers.get("Retry-After") == "1" and b'"error"' in body)
 
