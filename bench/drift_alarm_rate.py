@@ -2,10 +2,11 @@
 
 The drift score per 10 s bucket comes from :mod:`bench.drift_eval`'s simulation (the ``ours`` detector: the
 last 60 s, scanned from its newest bucket back, against the 600 s before, exactly the store's windows) on its
-stationary laws (gaussian, mixture, student_t, typed) at several record rates. Each score is fed, with its time, to
-:class:`learner.drift_alarm.DriftAlarm` as the learner does, and the alarms are counted per detector
-(threshold, CUSUM) as rising edges. The configured rate ``F`` (default 1 a day, the learner's default) is the
-target; a second setting (``--second-rate``, 10 a day) shows that the alarms follow it.
+stationary laws (gaussian, mixture, student_t, typed) at several record rates. Each score is fed, with its time
+and the whole recent window's score beside it (for the CUSUM), to :class:`learner.drift_alarm.DriftAlarm` as the
+learner does, and the alarms are counted per detector (threshold, CUSUM) as rising edges. The configured rate
+``F`` (default 1 a day, the learner's default) is the target; a second setting (``--second-rate``, 10 a day)
+shows that the alarms follow it.
 
 Delays: an alarm calibrated on the first simulated day of a stationary stream of the change's base law is
 copied into each trial of :data:`bench.drift_eval.CHANGES` (same rates, seeded), and the first alarm after
@@ -71,12 +72,16 @@ class OursTopField(de.Ours):
         return score
 
 
-def replay(alarm: DriftAlarm, scores: np.ndarray, bucket: float, start: float = 0.0) -> dict[str, np.ndarray]:
-    """Feed the finite ``scores`` (one per bucket, from time ``start``); per detector, whether it alarms."""
-    on = {name: np.zeros(len(scores), bool) for name in (*DETECTORS, "any")}
-    for b, score in enumerate(scores):
+def replay(alarm: DriftAlarm, scores: dict[str, np.ndarray], bucket: float, start: float = 0.0,
+           end: int | None = None) -> dict[str, np.ndarray]:
+    """Feed the finite scan scores ``scores["ours"]`` with the whole window's ``scores["ours_window"]`` beside them
+    (one per bucket, from time ``start``, up to bucket ``end``), as the learner does; per detector, whether it
+    alarms."""
+    scan, whole = scores["ours"][:end], scores["ours_window"][:end]
+    on = {name: np.zeros(len(scan), bool) for name in (*DETECTORS, "any")}
+    for b, score in enumerate(scan):
         if np.isfinite(score):
-            state = alarm.update(start + b * bucket, float(score))
+            state = alarm.update(start + b * bucket, float(score), float(whole[b]) if np.isfinite(whole[b]) else None)
             for name in DETECTORS:
                 on[name][b] = name in state.by
             on["any"][b] = state.alarm
@@ -91,12 +96,12 @@ def rising(on: np.ndarray) -> int:
 def stationary(law: str, rate: float, days: float, per_day: list[float], cfg: de.Config,
                seed: int) -> tuple[dict[str, object], DriftAlarm]:
     """Alarms per day of each setting on ``days`` of a stationary stream; the default alarm after day one."""
-    scores = de.stationary_scores(law, rate, days, cfg, seed, detectors=(de.Ours,))["ours"]
-    finite = int(np.isfinite(scores).sum())
+    scores = de.stationary_scores(law, rate, days, cfg, seed, detectors=(de.Ours, de.OursWindow))
+    finite = int(np.isfinite(scores["ours"]).sum())
     row: dict[str, object] = {"law": law, "rate": rate, "days": finite * cfg.bucket / de.DAY}
     day_one = round(de.DAY / cfg.bucket) + cfg.n_recent + cfg.n_reference
     calibrated = DriftAlarm(per_day[0], cfg.recent)
-    replay(calibrated, scores[:day_one], cfg.bucket)
+    replay(calibrated, scores, cfg.bucket, end=day_one)
     for f in per_day:
         alarm = DriftAlarm(f, cfg.recent)
         on = replay(alarm, scores, cfg.bucket)
@@ -112,7 +117,8 @@ def delays(kind: str, rate: float, calibrated: DriftAlarm, trials: int, cfg: de.
     out = []
     at = cfg.n_recent + cfg.n_reference + round(warmup / cfg.bucket)  # change_scores' first bucket after it
     for trial in range(trials):
-        post = de.change_scores(kind, rate, cfg, 1000 + trial, warmup, horizon, detectors=(OursTopField,))["ours"]
+        post = de.change_scores(kind, rate, cfg, 1000 + trial, warmup, horizon,
+                                detectors=(OursTopField, de.OursWindow))
         tops = OursTopField.tops[at:]
         alarm = copy.deepcopy(calibrated)
         start = 10 * de.DAY  # after its calibration day, whatever time it stopped at

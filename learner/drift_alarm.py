@@ -10,7 +10,8 @@ enough windows are seen, a conservative prior. Two detectors share the false-ala
 * **threshold**, on the law of each window's highest score: alarm past the score it exceeds with
   probability ``p = (F/2)·W/86 400`` (a day holds ``86 400/W`` windows); it re-arms once the score is
   back at the null median, so one excursion is one alarm.
-* **CUSUM** over each window's first score as ``y = Φ⁻¹(F̂(s))`` (under the law of first scores):
+* **CUSUM** over each window's first score (the whole window's, when the caller gives it beside the scan)
+  as ``y = Φ⁻¹(F̂(s))`` (under the law of first scores):
   ``S ← max(0, S + y − k)``, alarm (and reset) when ``S > h``, ``h`` from Siegmund's in-control run length
   ``ARL₀ ≈ (e^{2k(h+1.166)} − 2k(h+1.166) − 1)/(2k²)`` set to ``(86 400/W)/(F/2)`` windows. It catches small
   persistent shifts that never cross the threshold.
@@ -218,11 +219,17 @@ class DriftAlarm:
             return self.fixed_threshold
         return self.null.quantile(self.upper)
 
-    def update(self, now: float, score: float) -> AlarmState:
-        """Take the score computed at ``now`` (seconds); return the verdict."""
+    def update(self, now: float, score: float, window_score: float | None = None) -> AlarmState:
+        """Take the score computed at ``now`` (seconds); return the verdict.
+
+        ``window_score``, when given, is the whole recent window's score, which the CUSUM then takes instead of
+        ``score`` (the learner's ``score`` is the scan, best at sudden changes; the whole window holds the most
+        records, best at the small persistent shifts the CUSUM is for: docs/design.md §1, "Drift alarms").
+        """
         if now >= self._window_end:
             self._close_window()
-            self._cusum_step(score)  # the first score of a window: its recent data is the last window's
+            # the first score of a window: its recent data is the last window's
+            self._cusum_step(score if window_score is None else window_score)
             self._window_end, self._window_max = now + self.window_s, score
         else:
             self._window_max = max(self._window_max, score)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from learner.drift import scan
+from learner.drift import drift_score, scan
 from learner.drift_alarm import AlarmState, DriftAlarm
 from learner.drift_fields import FieldScore, field_scores
 from learner.metrics import LearnerMetrics
@@ -59,21 +59,23 @@ class DriftMonitor:
 
     def update(self, recent_buckets: Sequence[Sketch], reference: Sketch, spec: SketchSpec, now: float) -> None:
         """Score the recent window's buckets (newest first) against ``reference``: the scan
-        (:func:`~learner.drift.scan`) for the alarms, and the per-field scores on the window that scored
-        highest (where the change shows most). The score stays None while every window is too small."""
+        (:func:`~learner.drift.scan`) for the threshold alarm, the whole window's score for the CUSUM, and the
+        per-field scores on the window that scored highest (where the change shows most). The score stays None
+        while every window is too small."""
         found = scan(recent_buckets, reference)
         self.score = None if found is None else found[0]
         if found is None:
             self.fields = []
             return
         self.metrics.drift_score.set(found[0])
-        self._update_alarm(found[0], now)
+        self._update_alarm(found[0], drift_score(merge_all(recent_buckets), reference), now)
         self._update_fields(merge_all(recent_buckets[: found[1]]), reference, spec)
 
-    def _update_alarm(self, score: float, now: float) -> None:
-        """Feed the score to the calibrated alarms; count and log each alarm as it rises."""
+    def _update_alarm(self, score: float, window_score: float | None, now: float) -> None:
+        """Feed the scan score (and the whole window's, for the CUSUM) to the calibrated alarms; count and log each
+        alarm as it rises."""
         before = set(self.state.by) if self.state is not None else set()
-        state = self.state = self.alarm.update(now, score)
+        state = self.state = self.alarm.update(now, score, window_score)
         for detector in set(state.by) - before:
             self.metrics.drift_alarms[detector].inc()
             log.warning("drift alarm (%s) on stream %s: score %.3g, threshold %.3g, CUSUM %.3g of %.3g", detector,

@@ -108,6 +108,21 @@ def test_a_small_persistent_change_is_caught_by_the_cusum_not_the_threshold():
     assert caught < 20, caught  # h ≈ 5.4 at k = 0.5: about 8 minutes of y ≈ 1.2
 
 
+def test_given_the_whole_windows_score_the_cusum_runs_on_it_and_the_threshold_on_the_score():
+    """The learner passes the scan as the score and the whole window's score beside it: a persistent excess seen
+    only in the whole window's score is summed by the CUSUM; the scan, at its null median, alarms nothing."""
+    rng = np.random.default_rng(5)
+    alarm, n = calibrated_alarm(FLAT, rng)
+    quiet = float(alarm.null.median)
+    raised = float(np.quantile(alarm.first_null.sorted, 0.885))
+    verdicts = [alarm.update((n + b) * BUCKET, quiet, window_score=raised).by for b in range(30 * RECENT)]
+    assert rising(verdicts, "threshold") == 0 and any("cusum" in v for v in verdicts)
+    alarm, n = calibrated_alarm(FLAT, np.random.default_rng(5))
+    typical = float(np.median(alarm.first_null.sorted))
+    verdicts = [alarm.update((n + b) * BUCKET, raised, window_score=typical).by for b in range(30 * RECENT)]
+    assert not any("cusum" in v for v in verdicts)  # the raised scan alone does not feed the CUSUM
+
+
 def test_the_prior_holds_until_calibrated_and_a_fixed_threshold_is_kept():
     alarm = DriftAlarm(1.0, 60.0)
     assert alarm.threshold == pytest.approx(1.0 + PRIOR_BETA * math.log(0.5 / (0.5 / 1440)), rel=1e-9)
