@@ -10,8 +10,9 @@ shows that the alarms follow it.
 
 Delays: an alarm calibrated on the first simulated day of a stationary stream of the change's base law is
 copied into each trial of :data:`bench.drift_eval.CHANGES` (same rates, seeded), and the first alarm after
-the change is its detection (missed if none within ``--horizon``); the field ranked first there is read on the
-window the scan found highest, as the learner ranks them.
+the change is its detection (missed if none within ``--horizon``); the field ranked first there is read as the
+learner reads it (:func:`learner.drift_monitor.fields_window`): on the scan's best window when the threshold
+alarm fired, else on the whole recent window.
 
 Run: ``nice -n 19 .venv/bin/python bench/drift_alarm_rate.py [--days 7] [--trials 20] [--rates 10,100,1000]``
 Output: docs/bench/drift_alarm_rate.md and .json.
@@ -37,6 +38,7 @@ from bench._report import DOCS, markdown_table, write_report  # noqa: E402
 from learner.drift import scan  # noqa: E402
 from learner.drift_alarm import DriftAlarm  # noqa: E402
 from learner.drift_fields import field_scores  # noqa: E402
+from learner.drift_monitor import fields_window  # noqa: E402
 from sketch_store.sketch import Sketch, merge_all  # noqa: E402
 
 DETECTORS = ("threshold", "cusum")
@@ -47,11 +49,13 @@ CHANGED_FIELD = {"mean_one": "x0", "var_one": "x0", "category": "cat"}
 class OursTopField(de.Ours):
     """:class:`bench.drift_eval.Ours`, also ranking the fields at every bucket (:func:`field_scores`).
 
-    The field ranked first after each update is appended to the class-level ``OursTopField.tops``, which
-    each new instance empties (the harness builds its detectors itself; trials run one at a time).
+    After each update the field ranked first on the scan's best window and on the whole recent window (the two
+    windows :func:`learner.drift_monitor.fields_window` chooses between, by the detector alarming) are appended
+    to the class-level ``OursTopField.tops`` as a pair, which each new instance empties (the harness builds its
+    detectors itself; trials run one at a time).
     """
 
-    tops: ClassVar[list[str | None]] = []
+    tops: ClassVar[list[tuple[str | None, str | None]]] = []
 
     def __init__(self, setup: de.StreamSetup, cfg: de.Config) -> None:
         super().__init__(setup, cfg)
@@ -60,16 +64,19 @@ class OursTopField(de.Ours):
 
     def update(self, bucket_sum: np.ndarray, bucket_count: int, rows: de.Rows, want_score: bool = True) -> float:
         score = super().update(bucket_sum, bucket_count, rows, want_score)
-        top = None
+        tops: tuple[str | None, str | None] = (None, None)
         if want_score and np.isfinite(score):
             buckets = list(self.sums)
             ref, recent = self._sketch(buckets[: self.cfg.n_reference]), buckets[self.cfg.n_reference :]
             newest_first = [Sketch(t, c, self.fp) for t, c in reversed(recent)]
-            _, length = scan(newest_first, ref)  # ranked on the window the scan found highest, as the learner does
-            ranked = field_scores(merge_all(newest_first[:length]), ref, self.spec)
-            top = ranked[0].name if ranked else None
-        OursTopField.tops.append(top)
+            _, length = scan(newest_first, ref)
+            tops = (self._top(merge_all(newest_first[:length]), ref), self._top(merge_all(newest_first), ref))
+        OursTopField.tops.append(tops)
         return score
+
+    def _top(self, recent: Sketch, reference: Sketch) -> str | None:
+        ranked = field_scores(recent, reference, self.spec)
+        return ranked[0].name if ranked else None
 
 
 def replay(alarm: DriftAlarm, scores: dict[str, np.ndarray], bucket: float, start: float = 0.0,
@@ -122,9 +129,13 @@ def delays(kind: str, rate: float, calibrated: DriftAlarm, trials: int, cfg: de.
         tops = OursTopField.tops[at:]
         alarm = copy.deepcopy(calibrated)
         start = 10 * de.DAY  # after its calibration day, whatever time it stopped at
-        on = replay(alarm, post, cfg.bucket, start)["any"]
-        hit = np.flatnonzero(on)
-        out.append((float((hit[0] + 1) * cfg.bucket), tops[hit[0]]) if len(hit) else (float("nan"), None))
+        on = replay(alarm, post, cfg.bucket, start)
+        hit = np.flatnonzero(on["any"])
+        if not len(hit):
+            out.append((float("nan"), None))
+            continue
+        window = fields_window(("threshold",) if on["threshold"][hit[0]] else (), 1, 2) - 1  # 0: scan's, 1: whole
+        out.append((float((hit[0] + 1) * cfg.bucket), tops[hit[0]][window]))
     return out
 
 

@@ -60,8 +60,8 @@ class DriftMonitor:
     def update(self, recent_buckets: Sequence[Sketch], reference: Sketch, spec: SketchSpec, now: float) -> None:
         """Score the recent window's buckets (newest first) against ``reference``: the scan
         (:func:`~learner.drift.scan`) for the threshold alarm, the whole window's score for the CUSUM, and the
-        per-field scores on the window that scored highest (where the change shows most). The score stays None
-        while every window is too small."""
+        per-field scores on the evidence of the alarm (:func:`fields_window`). The score stays None while every
+        window is too small."""
         found = scan(recent_buckets, reference)
         self.score = None if found is None else found[0]
         if found is None:
@@ -69,7 +69,9 @@ class DriftMonitor:
             return
         self.metrics.drift_score.set(found[0])
         self._update_alarm(found[0], drift_score(merge_all(recent_buckets), reference), now)
-        self._update_fields(merge_all(recent_buckets[: found[1]]), reference, spec)
+        by = self.state.by if self.state is not None else ()
+        self._update_fields(merge_all(recent_buckets[: fields_window(by, found[1], len(recent_buckets))]),
+                            reference, spec)
 
     def _update_alarm(self, score: float, window_score: float | None, now: float) -> None:
         """Feed the scan score (and the whole window's, for the CUSUM) to the calibrated alarms; count and log each
@@ -118,3 +120,14 @@ class DriftMonitor:
         """The drift part of ``/status``."""
         return {"drift_score": self.score, "drift_fields": self.fields_payload(), "drift_threshold": self.threshold,
                 "drift_alarm": self.alarm_payload()}
+
+
+def fields_window(alarming: Sequence[str], scan_length: int, window_length: int) -> int:
+    """How many of the newest buckets the fields are ranked on: the scan's best window while the threshold alarm
+    (on the scan) is on — a sudden change shows most there — else the whole recent window, the evidence the CUSUM
+    sums and the steadiest view when nothing alarms.
+
+    >>> fields_window(("threshold",), 1, 7), fields_window(("cusum",), 1, 7), fields_window((), 2, 7)
+    (1, 7, 7)
+    """
+    return scan_length if "threshold" in alarming else window_length
