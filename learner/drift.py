@@ -92,6 +92,8 @@ def scan(recent_buckets: Sequence[Sketch], reference: Sketch) -> tuple[float, in
     so every term is about 1 under no change (docs/design.md §1, "Drift"). Each term is exactly
     :func:`drift_score` of that window, computed for all windows at once.
     """
+    for bucket in recent_buckets:  # a stream recreated between the reads: refused as drift_score refuses it
+        reference._check_compatible(bucket)
     lengths = scan_lengths(len(recent_buckets))
     if not lengths or reference.count < MIN_RECORDS:
         return None
@@ -99,6 +101,7 @@ def scan(recent_buckets: Sequence[Sketch], reference: Sketch) -> tuple[float, in
     ok = counts >= MIN_RECORDS
     if not ok.any():
         return None
+    counts = np.where(ok, counts, 1.0)  # windows too small are masked out below; no division by zero
     distance = np.sum((totals / counts[:, None] - reference.mean()) ** 2, axis=1)
     pooled = (totals + reference.total) / (counts + reference.count)[:, None]
     null = (1.0 - np.sum(pooled**2, axis=1)) * (1.0 / counts + 1.0 / reference.count)

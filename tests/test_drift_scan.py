@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from learner.drift import drift_score, scan_lengths, scan_score
+from sketch_store.errors import SpecMismatchError
 from sketch_store.sketch import Sketch, merge_all
 from sketch_store.spec import SketchSpec
 from tests.store_helpers import make_spec
@@ -54,6 +55,17 @@ def test_windows_too_small_to_score_are_skipped_and_none_when_none_scores():
     assert scan_score(tiny, reference) is None
     assert scan_score(tiny + buckets(rng, 1, 10), reference) is not None  # the whole window has 25
     assert scan_score([], reference) is None
+    empty_first = [Sketch(np.zeros(2 * SPEC.m), 0, SPEC.fingerprint), *buckets(rng, 2, 30)]
+    with np.errstate(all="raise"):  # an empty newest bucket (nothing flushed yet) scores without 0/0
+        assert scan_score(empty_first, reference) is not None
+
+
+def test_buckets_of_another_spec_are_refused_like_the_whole_window_score():
+    rng = np.random.default_rng(3)
+    other = SketchSpec.create(d=3, m=200, law="gaussian", seed=2)
+    reference = Sketch.from_data(SPEC, rng.normal(size=(1000, 3)))
+    with pytest.raises(SpecMismatchError):
+        scan_score([Sketch.from_data(other, rng.normal(size=(100, 3)))], reference)
 
 
 def test_the_store_reads_the_recent_buckets_newest_first_and_they_merge_to_the_range(store):
